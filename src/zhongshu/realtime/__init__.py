@@ -1,0 +1,1 @@
+"""Socket.IO namespaces (and later SSE): the live doors of the hub."""

@@ -1,0 +1,126 @@
+"""Socket.IO ``/worker`` namespace: the push door of the worker protocol.
+
+Event names are the HisCRM seed's (docs/protocol.md). Handlers parse, then call the same
+``AgentService`` as the HTTP pull door; a handler's return value is the Socket.IO ack.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from zhongshu import errors
+from zhongshu.hub import Hub
+from zhongshu.services import identity
+from zhongshu.services import nodes as node_rules
+from zhongshu.services.dispatcher import NodeSession
+
+log = logging.getLogger("zhongshu.realtime.worker")
+NS = "/worker"
+
+
+def _credentials(environ: dict[str, Any], auth: Any) -> tuple[str, str]:
+    if isinstance(auth, dict) and auth.get("key") and auth.get("secret"):
+        return identity.parse_key_pair(f"{auth['key']}:{auth['secret']}", "CN", "CS")
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.upper() == "AK-SK":
+        return identity.parse_key_pair(value.strip(), "CN", "CS")
+    raise errors.AuthenticationFailed("send auth={key, secret} or an AK-SK Authorization header")
+
+
+def _error(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, errors.ZhongshuError):
+        return {"ok": False, "error": exc.message, "status": exc.status_code}
+    if isinstance(exc, (KeyError, TypeError, ValueError)):
+        return {"ok": False, "error": f"malformed payload: {exc}", "status": 400}
+    log.exception("worker event failed")
+    return {"ok": False, "error": "internal error", "status": 500}
+
+
+def install(sio: socketio.AsyncServer, hub: Hub) -> None:
+    async def node_of(sid: str) -> dict[str, Any]:
+        session = await sio.get_session(sid, namespace=NS)
+        return session["node"]  # type: ignore[no-any-return]
+
+    @sio.on("connect", namespace=NS)
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            key, secret = _credentials(environ, auth)
+            node = await hub.nodes.authenticate(key, secret)
+        except errors.ZhongshuError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
+        await sio.save_session(sid, {"node": node}, namespace=NS)
+
+    @sio.on("disconnect", namespace=NS)
+    async def disconnect(sid: str, *args: Any) -> None:
+        session = await sio.get_session(sid, namespace=NS)
+        node_session = session.get("dispatch")
+        if node_session is not None:
+            hub.dispatcher.detach(node_session.node_id, node_session)
+
+    @sio.on("worker:register", namespace=NS)
+    async def register(sid: str, data: Any) -> dict[str, Any]:
+        try:
+            if not isinstance(data, dict):
+                raise errors.InvalidInput("worker:register payload must be an object")
+            node = await node_of(sid)
+            ack = await hub.agent.register(node, data)
+            row = await hub.nodes.get(node["id"])
+
+            async def send_tasks(leases: list[dict[str, Any]]) -> None:
+                await sio.emit("master:task:assign", {"tasks": leases}, to=sid, namespace=NS)
+
+            async def send_revoke(task_ids: list[str], reason: str) -> None:
+                await sio.emit(
+                    "master:task:revoke", {"task_ids": task_ids, "reason": reason}, to=sid, namespace=NS
+                )
+
+            dispatch = NodeSession(
+                node_id=node["id"],
+                capabilities=node_rules.effective_capabilities(row),
+                capacity=node_rules.effective_capacity(row),
+                send_tasks=send_tasks,
+                send_revoke=send_revoke,
+            )
+            session = await sio.get_session(sid, namespace=NS)
+            session["node"] = row
+            session["dispatch"] = dispatch
+            await sio.save_session(sid, session, namespace=NS)
+            held = await hub.agent.held_leases(node["id"])
+            dispatch.held.update(t["id"] for t in held)
+            hub.dispatcher.attach(dispatch)
+            await sio.emit("worker:registered", ack, to=sid, namespace=NS)
+            if held:
+                # After a reconnect: the node gets back what it held, so nothing waits for
+                # a lease to expire. It re-sends journaled results instead of re-running.
+                await send_tasks(held)
+            return ack
+        except Exception as exc:
+            return _error(exc)
+
+    @sio.on("worker:heartbeat", namespace=NS)
+    async def heartbeat(sid: str, data: Any) -> dict[str, Any]:
+        try:
+            return await hub.agent.heartbeat(await node_of(sid), data if isinstance(data, dict) else {})
+        except Exception as exc:
+            return _error(exc)
+
+    @sio.on("worker:task:started", namespace=NS)
+    async def started(sid: str, data: Any) -> dict[str, Any]:
+        try:
+            items = data["tasks"] if isinstance(data, dict) and "tasks" in data else [data]
+            accepted = await hub.agent.started(await node_of(sid), items)
+            return {"ok": True, "accepted": accepted}
+        except Exception as exc:
+            return _error(exc)
+
+    @sio.on("worker:task:result", namespace=NS)
+    async def result(sid: str, data: Any) -> dict[str, Any]:
+        try:
+            items = data["results"] if isinstance(data, dict) and "results" in data else [data]
+            return {"ok": True, "acks": await hub.agent.results(await node_of(sid), items)}
+        except Exception as exc:
+            return _error(exc)

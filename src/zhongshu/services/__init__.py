@@ -1,0 +1,1 @@
+"""Services hold the logic of each concept; they know nothing of HTTP or Socket.IO."""

@@ -1,0 +1,100 @@
+"""The worker protocol's meaning, shared by both doors (Socket.IO push and HTTP pull).
+
+See docs/protocol.md. Transport code parses and authenticates, then calls these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from zhongshu.db.task_store import Outcome
+from zhongshu.services import nodes as node_rules
+from zhongshu.services.dispatcher import Dispatcher, as_lease
+from zhongshu.services.nodes import NodeService
+from zhongshu.services.tasks import TaskService
+
+Row = dict[str, Any]
+
+
+class AgentService:
+    def __init__(
+        self,
+        nodes: NodeService,
+        tasks: TaskService,
+        dispatcher: Dispatcher,
+        *,
+        heartbeat_interval_s: float,
+        offline_after_s: float,
+    ) -> None:
+        self.nodes = nodes
+        self.tasks = tasks
+        self.dispatcher = dispatcher
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.offline_after_s = offline_after_s
+
+    async def register(self, node: Row, info: Row) -> Row:
+        row = await self.nodes.register(node, info)
+        return {
+            "node_id": row["id"],
+            "name": row["name"],
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "offline_after_s": self.offline_after_s,
+            "capabilities": node_rules.effective_capabilities(row),
+            "capacity": node_rules.effective_capacity(row),
+        }
+
+    async def held_leases(self, node_id: str) -> list[Row]:
+        """Full leases this node holds (re-sent after a reconnect so nothing waits)."""
+        rows, _ = await self.tasks.store.list(node_id=node_id, limit=10_000)
+        return [as_lease(t) for t in rows if t["status"] in ("leased", "running") and t["node_id"] == node_id]
+
+    async def heartbeat(self, node: Row, body: Row) -> Row:
+        await self.nodes.heartbeat(node, body.get("stats") or {})
+        reported = [r for r in body.get("running") or [] if isinstance(r, dict)]
+        revoke: list[str] = []
+        if reported:
+            held = await self.tasks.store.held_by(node["id"])
+            revoke = self.dispatcher.revoke_stale(node["id"], reported, held)
+        return {"ok": True, "revoke": revoke}
+
+    async def lease(self, node: Row, max_tasks: int, wait_s: float) -> list[Row]:
+        """HTTP pull: lease up to ``max_tasks`` within the node's free capacity, waiting
+        up to ``wait_s`` for work to arrive."""
+        current = await self.nodes.get(node["id"])
+        caps = node_rules.effective_capabilities(current)
+        capacity = node_rules.effective_capacity(current)
+        deadline = time.monotonic() + wait_s
+        while True:
+            free = capacity - await self.tasks.store.count_held(node["id"])
+            if free > 0:
+                leased = await self.tasks.lease(node["id"], caps, min(free, max_tasks))
+                if leased:
+                    return [as_lease(t) for t in leased]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            await self.dispatcher.wait_for_work(min(remaining, 1.0))
+
+    async def started(self, node: Row, items: Sequence[Row]) -> list[bool]:
+        held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]
+        return await self.tasks.start(node["id"], held)
+
+    async def results(self, node: Row, items: Sequence[Row]) -> list[Row]:
+        outcomes = [
+            Outcome(
+                task_id=str(i["task_id"]),
+                lease_token=int(i["lease_token"]),
+                status="succeeded" if i["status"] == "succeeded" else "failed",
+                result=i.get("result"),
+                error=(str(i.get("error"))[:10_000] if i.get("error") is not None else None),
+                retryable=bool(i.get("retryable", True)),
+            )
+            for i in items
+        ]
+        acks = await self.tasks.settle(node["id"], outcomes)
+        return [
+            {"task_id": a.task_id, "accepted": a.accepted, **({"reason": a.reason} if a.reason else {})}
+            for a in acks
+        ]

@@ -1,0 +1,1 @@
+"""Handler modules shipped with zhongshu (``builtin``: echo, sleep, fail, http.fetch)."""

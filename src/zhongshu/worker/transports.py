@@ -1,0 +1,399 @@
+"""How a worker talks to the hub: Socket.IO push (default) or HTTP long-poll pull.
+
+Both speak docs/protocol.md v1 and expose the same small interface to ``Worker``:
+``run`` (connect, register, stay connected, reconnect with backoff), ``send_started``,
+``send_results`` (acks, or ``None`` when the hub could not be reached) and ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import socketio
+
+from zhongshu.worker.journal import Result
+
+if TYPE_CHECKING:
+    from zhongshu.worker.runtime import Worker
+
+logger = logging.getLogger("zhongshu.worker")
+
+NAMESPACE = "/worker"
+EV_REGISTER = "worker:register"
+EV_HEARTBEAT = "worker:heartbeat"
+EV_STARTED = "worker:task:started"
+EV_RESULT = "worker:task:result"
+EV_ASSIGN = "master:task:assign"
+EV_REVOKE = "master:task:revoke"
+MAX_HEARTBEAT_MISSES = 3
+
+
+class HubUnavailable(Exception):
+    """The hub did not answer (down, restarting, network): retried with backoff."""
+
+
+class Backoff:
+    """Exponential backoff with jitter, so a restarted hub is not hit by every worker at once."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay_s(self) -> float:
+        ceiling_s = min(self.max_s, self.initial_s * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 30)
+        return random.uniform(ceiling_s / 2, ceiling_s)
+
+
+class Transport:
+    """The interface ``Worker`` uses; see the module docstring."""
+
+    def __init__(self, worker: Worker, secret: str) -> None:
+        self.worker = worker
+        self._secret = secret
+        self._closing = asyncio.Event()
+        self.backoff = Backoff(max_s=worker.reconnect_max_s)
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Stay connected and registered until ``close``; ends only by cancellation."""
+        while not self._closing.is_set():
+            try:
+                await self.session()
+                self.backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("hub %s unreachable: %s", self.worker.hub_url, _describe(exc))
+            if self._closing.is_set():
+                break
+            delay_s = self.backoff.next_delay_s()
+            logger.info("reconnecting in %.1fs", delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay_s)
+
+    async def session(self) -> None:
+        """One connection: connect, register, serve until it drops."""
+        raise NotImplementedError
+
+    async def send_started(self, items: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self._closing.set()
+
+
+def create(name: str, worker: Worker, secret: str) -> Transport:
+    if name == "http":
+        return HttpTransport(worker, secret)
+    return SocketIOTransport(worker, secret)
+
+
+class SocketIOTransport(Transport):
+    """Socket.IO client on ``/worker``: the hub pushes leases as soon as they are ready."""
+
+    def __init__(self, worker: Worker, secret: str, *, call_timeout_s: float = 30.0) -> None:
+        super().__init__(worker, secret)
+        self.call_timeout_s = call_timeout_s
+        self._sio: socketio.AsyncClient | None = None
+        self._registered = False
+        self._dropped = asyncio.Event()
+        self._calls: set[asyncio.Future[Any]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._registered and self._sio is not None and self._sio.connected
+
+    async def session(self) -> None:
+        sio = self._client()
+        self._dropped.clear()
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            try:
+                await sio.connect(
+                    self.worker.hub_url,
+                    auth={"key": self.worker.key, "secret": self._secret},
+                    namespaces=[NAMESPACE],
+                    wait_timeout=10,
+                )
+            except socketio.exceptions.ConnectionError as exc:
+                raise HubUnavailable(f"connection refused: {exc}") from None
+            self._sio = sio
+            ack = await self._call(EV_REGISTER, self.worker.registration())
+            if not isinstance(ack, dict) or "node_id" not in ack:
+                raise HubUnavailable(f"unexpected worker:register answer: {ack!r}")
+            self.worker.on_registered(ack)
+            self._registered = True
+            self.backoff.reset()
+            heartbeat = asyncio.create_task(self._heartbeat_loop())
+            await self.worker.flush_outbox()
+            await self._wait_dropped_or_closing()
+        finally:
+            self._registered = False
+            self._sio = None
+            if heartbeat:
+                heartbeat.cancel()
+            self._fail_calls()
+            self.worker.on_disconnected()
+            with contextlib.suppress(Exception):
+                await sio.disconnect()
+
+    def _client(self) -> socketio.AsyncClient:
+        # Reconnection is ours (run's loop), so every connection re-registers and flushes.
+        sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        sio.on(EV_ASSIGN, self._on_assign, namespace=NAMESPACE)
+        sio.on(EV_REVOKE, self._on_revoke, namespace=NAMESPACE)
+        sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        return sio
+
+    async def _wait_dropped_or_closing(self) -> None:
+        waits = [
+            asyncio.create_task(self._dropped.wait()),
+            asyncio.create_task(self._closing.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._dropped.is_set() and not self._closing.is_set():
+            raise HubUnavailable("disconnected")
+
+    async def _on_assign(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        tasks = data.get("tasks")
+        if isinstance(tasks, list) and tasks:
+            self.worker.assign(tasks)
+        accounts = data.get("accounts")
+        if isinstance(accounts, list):
+            await self.worker.on_accounts_assigned(accounts)
+
+    async def _on_revoke(self, data: Any) -> None:
+        if isinstance(data, dict) and isinstance(data.get("task_ids"), list):
+            self.worker.revoke(data["task_ids"], str(data.get("reason") or "hub revoked"))
+
+    async def _on_disconnect(self, *args: Any) -> None:
+        self._dropped.set()
+        self._fail_calls()
+
+    async def _heartbeat_loop(self) -> None:
+        # Runs until the session cancels it.
+        misses = 0
+        while True:
+            await asyncio.sleep(self.worker.heartbeat_interval_s)
+            try:
+                ack = await self._call(EV_HEARTBEAT, self.worker.heartbeat(), timeout_s=10.0)
+            except HubUnavailable as exc:
+                misses += 1
+                logger.warning("heartbeat failed (%d in a row): %s", misses, exc)
+                if misses >= MAX_HEARTBEAT_MISSES:
+                    self._dropped.set()
+                continue
+            misses = 0
+            revoke = ack.get("revoke") if isinstance(ack, dict) else None
+            if revoke:
+                self.worker.revoke(revoke, "heartbeat")
+
+    async def send_started(self, items: list[dict[str, Any]]) -> None:
+        sio = self._sio
+        if sio is None or not self._registered:
+            return
+        # Fire and forget: a lost start costs nothing, the result still settles the task.
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            await sio.emit(EV_STARTED, {"tasks": items}, namespace=NAMESPACE)
+
+    async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
+        if not self.connected:
+            return None
+        try:
+            ack = await self._call(EV_RESULT, {"results": [r.to_wire() for r in results]})
+        except HubUnavailable as exc:
+            logger.debug("results not acknowledged (%s); they stay journaled", exc)
+            return None
+        acks = ack.get("acks") if isinstance(ack, dict) else None
+        return acks if isinstance(acks, list) else None
+
+    async def close(self) -> None:
+        await super().close()
+        sio = self._sio
+        if sio is not None:
+            with contextlib.suppress(Exception):
+                await sio.disconnect()
+
+    async def _call(self, event: str, data: Any, timeout_s: float | None = None) -> Any:
+        """Emit with an ack, failing at once when the connection drops.
+
+        ``AsyncClient.call`` would wait for its full timeout after a disconnect.
+        """
+        sio = self._sio
+        if sio is None:
+            raise HubUnavailable("not connected")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ack(*args: Any) -> None:
+            if not future.done():
+                future.set_result(args[0] if len(args) == 1 else list(args) or None)
+
+        self._calls.add(future)
+        try:
+            await sio.emit(event, data, namespace=NAMESPACE, callback=on_ack)
+            async with asyncio.timeout(timeout_s or self.call_timeout_s):
+                return await future
+        except TimeoutError:
+            raise HubUnavailable(f"no answer to {event}") from None
+        except socketio.exceptions.SocketIOError as exc:
+            raise HubUnavailable(f"{event} not sent: {_describe(exc)}") from None
+        finally:
+            self._calls.discard(future)
+
+    def _fail_calls(self) -> None:
+        for future in list(self._calls):
+            if not future.done():
+                future.set_exception(HubUnavailable("disconnected"))
+
+
+class HttpTransport(Transport):
+    """HTTP pull over ``/api/v1/agent/*``: register, heartbeat, long-poll leases, post results."""
+
+    def __init__(self, worker: Worker, secret: str, *, request_timeout_s: float = 30.0) -> None:
+        super().__init__(worker, secret)
+        self.request_timeout_s = request_timeout_s
+        self._client: httpx.AsyncClient | None = None
+        self._registered = False
+        self._starts: dict[Any, asyncio.Task[None]] = {}
+
+    @property
+    def connected(self) -> bool:
+        return self._registered and self._client is not None
+
+    async def session(self) -> None:
+        client = httpx.AsyncClient(
+            base_url=self.worker.hub_url,
+            headers={"Authorization": f"AK-SK {self.worker.key}:{self._secret}"},
+            timeout=self.request_timeout_s,
+            trust_env=False,
+        )
+        heartbeat: asyncio.Task[None] | None = None
+        self._client = client
+        try:
+            ack = await self._post("/api/v1/agent/register", self.worker.registration())
+            self.worker.on_registered(ack)
+            self._registered = True
+            self.backoff.reset()
+            heartbeat = asyncio.create_task(self._heartbeat_loop())
+            await self.worker.flush_outbox()
+            await self._lease_loop()
+        finally:
+            self._registered = False
+            if heartbeat:
+                heartbeat.cancel()
+            self.worker.on_disconnected()
+            self._client = None
+            await client.aclose()
+
+    async def _lease_loop(self) -> None:
+        wait_s = self.worker.http_wait_s
+        while not self._closing.is_set():
+            free = await self.worker.wait_for_capacity()
+            if self.worker.stopping:
+                # Keep the session (heartbeats, results) until close; lease nothing more.
+                await self._closing.wait()
+                return
+            body = {"max_tasks": max(1, min(free, 100)), "wait_s": wait_s}
+            reply = await self._post("/api/v1/agent/lease", body, timeout_s=wait_s + 15)
+            tasks = reply.get("tasks") if isinstance(reply, dict) else None
+            if tasks:
+                self.worker.assign(tasks)
+
+    async def _heartbeat_loop(self) -> None:
+        # Runs until the session cancels it.
+        while True:
+            await asyncio.sleep(self.worker.heartbeat_interval_s)
+            try:
+                ack = await self._post("/api/v1/agent/heartbeat", self.worker.heartbeat())
+            except HubUnavailable as exc:
+                logger.warning("heartbeat failed: %s", exc)
+                continue
+            if ack.get("revoke"):
+                self.worker.revoke(ack["revoke"], "heartbeat")
+
+    async def send_started(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            start = asyncio.create_task(self._post_start(item))
+            self._starts[item["task_id"]] = start
+            start.add_done_callback(lambda _t, tid=item["task_id"]: self._starts.pop(tid, None))
+
+    async def _post_start(self, item: dict[str, Any]) -> None:
+        with contextlib.suppress(HubUnavailable):
+            await self._post(
+                f"/api/v1/agent/tasks/{item['task_id']}/start",
+                {"lease_token": item["lease_token"]},
+            )
+
+    async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
+        if not self.connected:
+            return None
+        replies = await asyncio.gather(
+            *(self._post_result(r) for r in results), return_exceptions=True
+        )
+        acks = [reply for reply in replies if isinstance(reply, dict)]
+        return acks if acks or not results else None
+
+    async def _post_result(self, result: Result) -> dict[str, Any]:
+        start = self._starts.get(result.task_id)
+        if start is not None:
+            # The hub expects start before result; a start still in flight goes first.
+            await asyncio.wait([start])
+        body = result.to_wire()
+        task_id = body.pop("task_id")
+        ack = await self._post(f"/api/v1/agent/tasks/{task_id}/result", body)
+        ack.setdefault("task_id", task_id)
+        return ack
+
+    async def _post(
+        self, path: str, body: dict[str, Any], timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        client = self._client
+        if client is None:
+            raise HubUnavailable("not connected")
+        try:
+            response = await client.post(
+                path, json=body, timeout=timeout_s or self.request_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(f"POST {path}: {_describe(exc)}") from None
+        if response.status_code >= 400:
+            raise HubUnavailable(f"POST {path}: {response.status_code} {_detail(response)}")
+        reply = response.json()
+        return reply if isinstance(reply, dict) else {}
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:200]
+    return str(body)[:200]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
