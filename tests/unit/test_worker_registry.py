@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Iterator
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from zhongshu.worker.registry import invoke
 
 
 @pytest.fixture
-def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A real installed-looking distribution on sys.path declaring a zhongshu.handlers plugin."""
     (tmp_path / "zs_plugin_mod.py").write_text(
         textwrap.dedent(
