@@ -8,11 +8,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhongshu import __version__
-from zhongshu.api import agent, auth, events, nodes, ops, tasks
+from zhongshu.api import (
+    agent,
+    api_keys,
+    audit,
+    auth,
+    events,
+    me,
+    nodes,
+    ops,
+    sessions,
+    tasks,
+    users,
+)
+from zhongshu.api import deps as api_deps
 from zhongshu.api import errors as api_errors
 from zhongshu.config import Settings
 from zhongshu.hub import Hub
@@ -31,24 +44,32 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or {}).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None:
+            # The server never delivers more than the declared length, so checking it is enough.
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
             return
+        # Chunked: read up to the limit before the app sees anything, then replay.
+        buffered: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
@@ -62,10 +83,6 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(settings: Settings, hub: Hub | None = None) -> Any:
@@ -85,10 +102,12 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Any:
         version=__version__,
         description="A self-hosted hub for fleets of worker nodes.",
         lifespan=lifespan,
+        # Every route's policy (services/policy.py) is enforced before its handler runs.
+        dependencies=[Depends(api_deps.authorize)],
     )
     api.state.hub = hub
     api_errors.install(api)
-    for module in (ops, auth, nodes, tasks, agent, events):
+    for module in (ops, auth, nodes, tasks, agent, events, sessions, me, users, api_keys, audit):
         api.include_router(module.router)
 
     sio = socketio.AsyncServer(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -32,9 +32,7 @@ _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret"}
 class Settings(BaseSettings):
     """Everything the hub can be told. See ``config.example.yaml`` for a commented copy."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ZHONGSHU_", extra="forbid", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ZHONGSHU_", extra="forbid", validate_default=True)
 
     env: Literal["local", "production"] = "local"
     host: str = "127.0.0.1"
@@ -46,6 +44,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     access_token_ttl_s: int = Field(3600, gt=0)
+    refresh_token_ttl_s: int = Field(30 * 86400, gt=0)
+    confirm_token_ttl_s: int = Field(300, gt=0, le=3600)
+    # Failed logins / key checks before an exponential lockout, per username or key and
+    # per client IP, counted within auth_failure_window_s.
+    auth_max_failures: int = Field(5, ge=1)
+    auth_ip_max_failures: int = Field(20, ge=1)
+    auth_failure_window_s: float = Field(900.0, gt=0)
+    auth_lockout_base_s: float = Field(1.0, gt=0)
+    auth_lockout_cap_s: float = Field(900.0, gt=0)
+    # Conversation-bus relay: accepted only with one of these keys (X-Relay-API-Key).
+    relay_enabled: bool = False
+    relay_api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
 
     heartbeat_interval_s: float = Field(10.0, gt=0)
@@ -83,6 +93,14 @@ class Settings(BaseSettings):
     def _check_secret_key(self) -> Settings:
         if self.env == "production" and self.secret_key.strip().lower() in _PLACEHOLDER_SECRETS:
             raise ValueError("secret_key must be set to a long random value in production")
+        if self.env == "production" and self.relay_enabled and not self.relay_api_keys:
+            raise ValueError(
+                "relay_enabled is true but relay_api_keys is empty: set relay_api_keys "
+                "(ZHONGSHU_RELAY_API_KEYS='[\"<long random key>\"]') or disable the relay"
+            )
+        for key in self.relay_api_keys:
+            if len(key) < 16 or key.strip().lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError("relay_api_keys: each key must be at least 16 characters")
         if self.offline_after_s <= self.heartbeat_interval_s:
             raise ValueError("offline_after_s must be longer than heartbeat_interval_s")
         return self
@@ -109,6 +127,15 @@ class Settings(BaseSettings):
             "callback_secret",
             lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         )
+
+    def relay_keys(self) -> list[str]:
+        """Keys the relay accepts. In ``local`` mode without configured keys, one is
+        generated once and kept in the data dir; production refuses to start without one."""
+        if self.relay_api_keys:
+            return list(self.relay_api_keys)
+        if self.env == "production":
+            return []
+        return [self._persisted("relay_api_key", lambda: secrets.token_urlsafe(32))]
 
     def _persisted(self, name: str, make: Callable[[], str]) -> str:
         path = self.data_dir / name

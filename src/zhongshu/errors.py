@@ -84,3 +84,23 @@ class TooManyRequests(ZhongshuError):
 
     def __repr__(self) -> str:
         return f"TooManyRequests(retry_after_s={self.retry_after_s})"
+
+
+class UserNotFound(NotFound):
+    """No user with this id: list users with ``zhongshu user list``."""
+
+
+class ApiKeyNotFound(NotFound):
+    """No API key with this id (or it is someone else's): list yours with ``zhongshu key list``."""
+
+
+class StepUpRequired(Forbidden):
+    """A sensitive operation without a fresh password confirmation: confirm, then retry."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or 'this operation needs a fresh password confirmation: POST {"password": …} to '
+            "/api/v1/auth/confirm and send the returned confirm_token in the "
+            "X-Confirm-Token header"
+        )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterator
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

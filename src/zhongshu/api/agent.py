@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu.api.deps import HubDep, NodeDep
+from zhongshu.api.validation import SafeJson, SafeStr
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
 
 
 class Register(BaseModel):
     model_config = ConfigDict(extra="allow")
-    workerId: str | None = Field(None, max_length=128)  # noqa: N815 (seed field name)
-    capabilities: list[str] = Field(default_factory=list, max_length=500)
+    workerId: str | None = Field(None, max_length=128)
+    capabilities: list[SafeStr] = Field(default_factory=list, max_length=500)
     capacity: int | None = Field(None, ge=1, le=10_000)
-    maxAccounts: int | None = Field(None, ge=0, le=100_000)  # noqa: N815
+    maxAccounts: int | None = Field(None, ge=0, le=100_000)
     host: str = Field("", max_length=255)
     pid: int | None = None
     port: int | None = None
@@ -25,7 +26,7 @@ class Register(BaseModel):
 
 
 class Held(BaseModel):
-    task_id: str = Field(max_length=64)
+    task_id: SafeStr = Field(max_length=64)
     lease_token: int
 
 
@@ -39,7 +40,7 @@ class Stats(BaseModel):
 
 class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="allow")
-    workerId: str | None = Field(None, max_length=128)  # noqa: N815
+    workerId: str | None = Field(None, max_length=128)
     stats: Stats = Field(default_factory=Stats)
     timestamp: float | None = None
     running: list[Held] = Field(default_factory=list, max_length=10_000)
@@ -59,8 +60,8 @@ class ResultRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lease_token: int
     status: Literal["succeeded", "failed"]
-    result: JsonValue = None
-    error: str | None = Field(None, max_length=100_000)
+    result: SafeJson = None
+    error: SafeStr | None = Field(None, max_length=100_000)
     retryable: bool = True
 
 

@@ -1,11 +1,12 @@
-"""Password login → JWT."""
+"""Password login → access JWT + refresh token (refresh, logout, confirm: ``sessions.py``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from zhongshu.api.deps import HubDep, UserDep
+from zhongshu.api.deps import HubDep, UserDep, client_ip
+from zhongshu.api.sessions import TokenPublic, token_public
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -16,20 +17,10 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-class TokenPublic(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int
-
-
 @router.post("/login")
-async def login(body: LoginRequest, hub: HubDep) -> TokenPublic:
-    """Exchange a username and password for a bearer token."""
-    user = await hub.identity.authenticate(body.username, body.password)
-    return TokenPublic(
-        access_token=hub.identity.issue_access_token(user),
-        expires_in=hub.settings.access_token_ttl_s,
-    )
+async def login(body: LoginRequest, hub: HubDep, request: Request) -> TokenPublic:
+    """Exchange a username and password for a bearer token and a refresh token."""
+    return token_public(await hub.identity.login(body.username, body.password, client_ip(request)))
 
 
 @router.get("/whoami")

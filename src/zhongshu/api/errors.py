@@ -38,15 +38,9 @@ def install(app: FastAPI) -> None:
                 problems.append(f"malformed JSON: {err.get('ctx', {}).get('error', err['msg'])}")
                 continue
             problems.append(f"{_field(tuple(err['loc']))}: {err['msg']}")
-        return JSONResponse(
-            {"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422
-        )
-
-
-def jsonable(errs: object) -> object:
-    from fastapi.encoders import jsonable_encoder
-
-    try:
-        return jsonable_encoder(errs)
-    except Exception:
-        return []
+        # Echo where and what, never the offending input (it may be huge, secret, or NaN).
+        details = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems), "errors": details}, status_code=422)

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from zhongshu.api.deps import HubDep, UserDep, WriterDep
 from zhongshu.api.shapes import attempt_public, delivery_public, task_public
+from zhongshu.api.validation import SafeJson, SafeStr
 from zhongshu.services.tasks import MAX_PRIORITY, TaskSpec
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -20,15 +21,15 @@ TaskState = Literal["pending", "leased", "running", "succeeded", "failed", "dead
 
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    payload: JsonValue = Field(default_factory=dict)
-    capability: str | None = Field(None, min_length=1, max_length=128)
+    kind: SafeStr = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    payload: SafeJson = Field(default_factory=dict)
+    capability: SafeStr | None = Field(None, min_length=1, max_length=128)
     priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     run_at: datetime | None = None
     delay_s: float | None = Field(None, ge=0, le=365 * 86400)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    idempotency_key: SafeStr | None = Field(None, min_length=1, max_length=255)
     callback_url: HttpUrl | None = None
 
     @model_validator(mode="after")

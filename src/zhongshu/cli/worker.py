@@ -66,6 +66,12 @@ def worker(
         30.0, "--grace", min=0.0, help="Seconds running tasks get to finish at shutdown."
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    report_fast_starts: bool = typer.Option(
+        True,
+        "--report-fast-starts/--skip-fast-starts",
+        help="Send worker:task:started also for tasks that finish within one loop tick "
+        "(skipping saves the hub one write per short task).",
+    ),
 ) -> None:
     """Run a worker: take tasks from the hub, run their handlers, report the results."""
     if not key or not secret:
@@ -97,6 +103,7 @@ def worker(
         concurrency=concurrency,
         transport=transport.value,
         grace_s=grace,
+        report_fast_starts=report_fast_starts,
     )
     asyncio.run(_serve(node))
 

@@ -94,9 +94,8 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot (no lock: WAL readers never block the writer)."""
         try:
-            async with self.engine.connect() as conn:
-                async with conn.begin():
-                    yield conn
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
         except OperationalError as exc:
             raise errors.StoreError(f"database unavailable: {exc.orig}") from exc
 

@@ -185,3 +185,83 @@ events = Table(
 )
 Index("ix_events_type_id", events.c.type, events.c.id)
 Index("ix_events_subject", events.c.subject_type, events.c.subject_id, events.c.id)
+
+# --- identity and access (migration 0002) ------------------------------------------------
+
+# One row per login: the family of rotating refresh tokens. Revoking it ends the session
+# (access tokens carry its id as ``sid``), and reuse of a rotated refresh token revokes it.
+auth_sessions = Table(
+    "auth_sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    # users.token_version when the session began; a bump ends every older session.
+    Column("token_version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+    Column("client_ip", String(64), nullable=False, server_default=""),
+)
+Index("ix_auth_sessions_user", auth_sessions.c.user_id)
+
+# Only the SHA-256 of each refresh token is kept.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("session_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    # Set when the token is exchanged; presenting it again is reuse.
+    Column("rotated_at", Float, nullable=True),
+)
+Index("ix_refresh_tokens_session", refresh_tokens.c.session_id)
+
+# User API keys (``AK-SK WK…:SK…``); only a hash of the secret is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("access_key", String(34), nullable=False, unique=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    Column("expires_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_api_keys_owner", api_keys.c.owner_id)
+
+user_preferences = Table(
+    "user_preferences",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Append-only: triggers (migration 0002) make the database refuse UPDATE and DELETE.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    # "user:<id>", "node:<id>", "key:<id>", "anonymous", "system"
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=False, server_default=""),
+    Column("target_id", String(128), nullable=False, server_default=""),
+    Column("client_ip", String(64), nullable=False, server_default=""),
+    # success | failure | denied
+    Column("outcome", String(16), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_audit_log_action", audit_log.c.action, audit_log.c.id)
+Index("ix_audit_log_actor", audit_log.c.actor, audit_log.c.id)
+Index("ix_audit_log_target", audit_log.c.target_type, audit_log.c.target_id, audit_log.c.id)
+Index("ix_audit_log_at", audit_log.c.at)

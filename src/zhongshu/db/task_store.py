@@ -26,6 +26,19 @@ READY = text("tasks.status IN ('pending', 'failed')")
 HELD = text("tasks.status IN ('leased', 'running')")
 ACTIVE_STATES = ("pending", "leased", "running", "failed")
 FINAL_STATES = ("succeeded", "dead", "cancelled")
+# The columns a settled attempt may change (see TaskService._settle).
+_SETTLE_COLUMNS = (
+    "status",
+    "result",
+    "error",
+    "run_at",
+    "node_id",
+    "finished_at",
+    "lease_expires_at",
+    "updated_at",
+    "callback_status",
+    "callback_next_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,9 @@ class TaskStore:
     def _insert(self) -> Any:
         return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(tasks)
 
-    async def insert_many(self, rows: Sequence[Row], evs: Sequence[Event]) -> list[tuple[Row, bool]]:
+    async def insert_many(
+        self, rows: Sequence[Row], evs: Sequence[Event]
+    ) -> list[tuple[Row, bool]]:
         """Insert tasks; a row whose (owner, idempotency key) exists returns the existing task.
 
         Returns ``(task, created)`` pairs in input order.
@@ -89,7 +104,9 @@ class TaskStore:
                 out.append((existing[_key(r)], False))
         return out
 
-    async def _by_keys(self, conn: AsyncConnection, rows: Sequence[Row]) -> dict[tuple[str, str], Row]:
+    async def _by_keys(
+        self, conn: AsyncConnection, rows: Sequence[Row]
+    ) -> dict[tuple[str, str], Row]:
         conds = [
             and_(tasks.c.owner_id == r["owner_id"], tasks.c.idempotency_key == r["idempotency_key"])
             for r in rows
@@ -220,29 +237,43 @@ class TaskStore:
         leased.sort(key=lambda t: (-t["priority"], t["seq"]))
         return leased, evs
 
+    async def _lock_rows(
+        self, conn: AsyncConnection, ids: Sequence[str], cols: Sequence[Any]
+    ) -> dict[str, Row]:
+        """Read the rows of ``ids`` for update (SQLite: the write lock already serializes)."""
+        rows: dict[str, Row] = {}
+        for i in range(0, len(ids), 500):
+            stmt = select(*cols).where(tasks.c.id.in_(list(ids[i : i + 500])))
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            rows.update({r.id: dict(r._mapping) for r in await conn.execute(stmt)})
+        return rows
+
     async def mark_started(
         self, node_id: str, held: Sequence[tuple[str, int]], now: float
     ) -> list[bool]:
-        """leased → running for each (task id, lease token) still current."""
-        accepted: list[bool] = []
-        evs: list[Event] = []
+        """leased → running for each (task id, lease token) still current.
+
+        Set-based (a read, two updates, one insert) whatever the batch size: a per-row
+        statement costs a driver round trip each, which dominated the hot path.
+        """
+        cols = (tasks.c.seq, tasks.c.id, tasks.c.status, tasks.c.node_id, tasks.c.lease_token)
         async with self.db.write() as conn:
-            for task_id, token in held:
-                res = await conn.execute(
+            rows = await self._lock_rows(conn, [t for t, _ in held], cols)
+            accepted = [
+                (r := rows.get(task_id)) is not None
+                and r["status"] == "leased"
+                and r["node_id"] == node_id
+                and r["lease_token"] == token
+                for task_id, token in held
+            ]
+            ok = [(t, tok) for (t, tok), a in zip(held, accepted, strict=True) if a]
+            if ok:
+                await conn.execute(
                     update(tasks)
-                    .where(
-                        tasks.c.id == task_id,
-                        tasks.c.node_id == node_id,
-                        tasks.c.lease_token == token,
-                        tasks.c.status == "leased",
-                    )
+                    .where(tasks.c.seq.in_([rows[t]["seq"] for t, _ in ok]))
                     .values(status="running", started_at=now, updated_at=now)
                 )
-                ok = res.rowcount == 1
-                accepted.append(ok)
-                if ok:
-                    evs.append(Event("task.running", "task", task_id, f"node:{node_id}", {}, now))
-            if evs:
                 await conn.execute(
                     update(task_attempts)
                     .where(
@@ -250,9 +281,12 @@ class TaskStore:
                         task_attempts.c.lease_token == _bind("b_token"),
                     )
                     .values(started_at=now),
-                    [{"b_task_id": t, "b_token": tok} for (t, tok), ok in zip(held, accepted, strict=True) if ok],
+                    [{"b_task_id": t, "b_token": tok} for t, tok in ok],
                 )
-                await event_store.append(conn, evs)
+                await event_store.append(
+                    conn,
+                    [Event("task.running", "task", t, f"node:{node_id}", {}, now) for t, _ in ok],
+                )
         return accepted
 
     async def settle(
@@ -261,12 +295,9 @@ class TaskStore:
         """Apply finished attempts. An outcome whose lease is not current is refused."""
         acks: list[Ack] = []
         async with self.db.write() as conn:
-            ids = [o.task_id for o in outcomes]
-            rows: dict[str, Row] = {}
-            for i in range(0, len(ids), 500):
-                res = await conn.execute(select(tasks).where(tasks.c.id.in_(ids[i : i + 500])))
-                rows.update({r.id: dict(r._mapping) for r in res})
+            rows = await self._lock_rows(conn, [o.task_id for o in outcomes], list(tasks.c))
             evs: list[Event] = []
+            task_updates: list[Row] = []
             attempt_updates: list[Row] = []
             for o in outcomes:
                 row = rows.get(o.task_id)
@@ -276,12 +307,11 @@ class TaskStore:
                     continue
                 assert row is not None
                 values, ev = settle(row, o, now)
-                await conn.execute(
-                    update(tasks)
-                    .where(tasks.c.seq == row["seq"], tasks.c.lease_token == row["lease_token"])
-                    .values(**values)
-                )
                 row.update(values)
+                # Every settle writes the same columns so one executemany covers the batch.
+                task_updates.append(
+                    {f"b_{c}": row[c] for c in _SETTLE_COLUMNS} | {"b_seq": row["seq"]}
+                )
                 evs.append(ev)
                 attempt_updates.append(
                     {
@@ -293,7 +323,13 @@ class TaskStore:
                     }
                 )
                 acks.append(Ack(o.task_id, True, None, row, ev))
-            if attempt_updates:
+            if task_updates:
+                await conn.execute(
+                    update(tasks)
+                    .where(tasks.c.seq == _bind("b_seq"))
+                    .values({c: _bind(f"b_{c}") for c in _SETTLE_COLUMNS}),
+                    task_updates,
+                )
                 await conn.execute(
                     update(task_attempts)
                     .where(
@@ -326,8 +362,9 @@ class TaskStore:
             cond = or_(cond, tasks.c.node_id.in_(list(node_ids)))
         async with self.db.read() as conn:
             res = await conn.execute(
-                select(tasks.c.id, tasks.c.lease_token, tasks.c.node_id, tasks.c.lease_expires_at)
-                .where(HELD, cond)
+                select(
+                    tasks.c.id, tasks.c.lease_token, tasks.c.node_id, tasks.c.lease_expires_at
+                ).where(HELD, cond)
             )
             return [dict(r._mapping) for r in res]
 
@@ -340,12 +377,16 @@ class TaskStore:
 
     async def next_run_at(self, now: float) -> float | None:
         async with self.db.read() as conn:
-            value = await conn.scalar(select(func.min(tasks.c.run_at)).where(READY, tasks.c.run_at > now))
+            value = await conn.scalar(
+                select(func.min(tasks.c.run_at)).where(READY, tasks.c.run_at > now)
+            )
         return float(value) if value is not None else None
 
     async def has_ready(self, now: float) -> bool:
         async with self.db.read() as conn:
-            row = (await conn.execute(select(tasks.c.seq).where(READY, tasks.c.run_at <= now).limit(1))).first()
+            row = (
+                await conn.execute(select(tasks.c.seq).where(READY, tasks.c.run_at <= now).limit(1))
+            ).first()
         return row is not None
 
     async def transition(
@@ -395,7 +436,9 @@ class TaskStore:
     async def record_delivery(self, delivery: Row, values: Row, ev: Event | None) -> None:
         async with self.db.write() as conn:
             await conn.execute(insert(callback_deliveries), [delivery])
-            await conn.execute(update(tasks).where(tasks.c.id == delivery["task_id"]).values(**values))
+            await conn.execute(
+                update(tasks).where(tasks.c.id == delivery["task_id"]).values(**values)
+            )
             if ev is not None:
                 await event_store.append(conn, [ev])
 

@@ -75,7 +75,10 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
 
             async def send_revoke(task_ids: list[str], reason: str) -> None:
                 await sio.emit(
-                    "master:task:revoke", {"task_ids": task_ids, "reason": reason}, to=sid, namespace=NS
+                    "master:task:revoke",
+                    {"task_ids": task_ids, "reason": reason},
+                    to=sid,
+                    namespace=NS,
                 )
 
             dispatch = NodeSession(
@@ -104,7 +107,9 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
     @sio.on("worker:heartbeat", namespace=NS)
     async def heartbeat(sid: str, data: Any) -> dict[str, Any]:
         try:
-            return await hub.agent.heartbeat(await node_of(sid), data if isinstance(data, dict) else {})
+            return await hub.agent.heartbeat(
+                await node_of(sid), data if isinstance(data, dict) else {}
+            )
         except Exception as exc:
             return _error(exc)
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from zhongshu import validation
 from zhongshu.db.task_store import Outcome
 from zhongshu.services import nodes as node_rules
 from zhongshu.services.dispatcher import Dispatcher, as_lease
@@ -48,7 +49,11 @@ class AgentService:
     async def held_leases(self, node_id: str) -> list[Row]:
         """Full leases this node holds (re-sent after a reconnect so nothing waits)."""
         rows, _ = await self.tasks.store.list(node_id=node_id, limit=10_000)
-        return [as_lease(t) for t in rows if t["status"] in ("leased", "running") and t["node_id"] == node_id]
+        return [
+            as_lease(t)
+            for t in rows
+            if t["status"] in ("leased", "running") and t["node_id"] == node_id
+        ]
 
     async def heartbeat(self, node: Row, body: Row) -> Row:
         await self.nodes.heartbeat(node, body.get("stats") or {})
@@ -82,19 +87,37 @@ class AgentService:
         return await self.tasks.start(node["id"], held)
 
     async def results(self, node: Row, items: Sequence[Row]) -> list[Row]:
-        outcomes = [
-            Outcome(
-                task_id=str(i["task_id"]),
-                lease_token=int(i["lease_token"]),
-                status="succeeded" if i["status"] == "succeeded" else "failed",
-                result=i.get("result"),
-                error=(str(i.get("error"))[:10_000] if i.get("error") is not None else None),
-                retryable=bool(i.get("retryable", True)),
-            )
-            for i in items
-        ]
+        outcomes = [_outcome(i) for i in items]
         acks = await self.tasks.settle(node["id"], outcomes)
         return [
-            {"task_id": a.task_id, "accepted": a.accepted, **({"reason": a.reason} if a.reason else {})}
+            {
+                "task_id": a.task_id,
+                "accepted": a.accepted,
+                **({"reason": a.reason} if a.reason else {}),
+            }
             for a in acks
         ]
+
+
+def _outcome(item: Row) -> Outcome:
+    """One reported result; a result the database could not store fails the task for good
+    (rather than failing the whole batch again on every re-send)."""
+    status = "succeeded" if item["status"] == "succeeded" else "failed"
+    error = item.get("error")
+    retryable = bool(item.get("retryable", True))
+    result = item.get("result")
+    try:
+        validation.plain_json(result)
+        if error is not None:
+            error = validation.no_nul(str(error))[:10_000]
+    except ValueError as exc:
+        status, result, retryable = "failed", None, False
+        error = f"the handler's result cannot be stored: {exc}"
+    return Outcome(
+        task_id=str(item["task_id"]),
+        lease_token=int(item["lease_token"]),
+        status=status,
+        result=result,
+        error=error,
+        retryable=retryable,
+    )

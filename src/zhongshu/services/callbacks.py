@@ -42,7 +42,9 @@ def verify(secret: str, headers: dict[str, str], body: bytes, tolerance_s: int =
     if abs(time.time() - ts) > tolerance_s:
         return False
     expected = sign(secret, msg_id, ts, body).split(",", 1)[1]
-    given = [s.split(",", 1)[1] for s in headers["webhook-signature"].split() if s.startswith("v1,")]
+    given = [
+        s.split(",", 1)[1] for s in headers["webhook-signature"].split() if s.startswith("v1,")
+    ]
     return any(hmac.compare_digest(expected, g) for g in given)
 
 
@@ -142,10 +144,19 @@ class CallbackSender:
         ev = None
         if ok:
             values.update(callback_status="delivered", callback_next_at=None)
-            ev = Event("task.callback_delivered", "task", task["id"], "system", {"attempt": attempt}, now)
+            ev = Event(
+                "task.callback_delivered", "task", task["id"], "system", {"attempt": attempt}, now
+            )
         elif attempt >= self.max_attempts:
             values.update(callback_status="failed", callback_next_at=None)
-            ev = Event("task.callback_failed", "task", task["id"], "system", {"attempt": attempt, "error": error}, now)
+            ev = Event(
+                "task.callback_failed",
+                "task",
+                task["id"],
+                "system",
+                {"attempt": attempt, "error": error},
+                now,
+            )
         else:
             values["callback_next_at"] = now + retry_delay_s(attempt, self.retry_base_s, 300.0)
         await self.store.record_delivery(delivery, values, ev)

@@ -103,11 +103,15 @@ class Dispatcher:
             self.wake()
             return
         if kind in ("task.succeeded", "task.failed", "task.dead", "task.cancelled"):
-            node_id = ev.data.get("node_id") or (ev.actor[5:] if ev.actor.startswith("node:") else None)
+            node_id = ev.data.get("node_id") or (
+                ev.actor[5:] if ev.actor.startswith("node:") else None
+            )
             session = self.sessions.get(node_id) if node_id else None
             if session is not None and ev.subject_id in session.held:
                 session.held.discard(ev.subject_id)
-                if ev.actor == "system" or kind == "task.cancelled" and not ev.actor.startswith("node:"):
+                if ev.actor == "system" or (
+                    kind == "task.cancelled" and not ev.actor.startswith("node:")
+                ):
                     # The hub took the lease back: tell the node to stop.
                     asyncio.get_running_loop().create_task(
                         self._revoke(session, [ev.subject_id], ev.data.get("error") or kind)

@@ -57,9 +57,9 @@ class EventBus:
         return lambda: self._listeners.remove(entry)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, prefix: str = "", maxsize: int = 10_000) -> AsyncIterator[
-        asyncio.Queue[Event]
-    ]:
+    async def subscribe(
+        self, prefix: str = "", maxsize: int = 10_000
+    ) -> AsyncIterator[asyncio.Queue[Event]]:
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         entry = (prefix, queue)
         self._queues.append(entry)

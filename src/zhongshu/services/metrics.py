@@ -18,7 +18,10 @@ class Metrics:
         self.nodes = nodes
         self.registry = CollectorRegistry()
         self.completed = Counter(
-            "zhongshu_tasks_completed_total", "Tasks that succeeded.", ["capability"], registry=self.registry
+            "zhongshu_tasks_completed_total",
+            "Tasks that succeeded.",
+            ["capability"],
+            registry=self.registry,
         )
         self.failed = Counter(
             "zhongshu_tasks_failed_total",
@@ -33,7 +36,10 @@ class Metrics:
             registry=self.registry,
         )
         self.by_state = Gauge(
-            "zhongshu_tasks", "Tasks by state and capability.", ["state", "capability"], registry=self.registry
+            "zhongshu_tasks",
+            "Tasks by state and capability.",
+            ["state", "capability"],
+            registry=self.registry,
         )
         self.nodes_online = Gauge("zhongshu_nodes_online", "Nodes online.", registry=self.registry)
         bus.listen("task.", self._on_task)

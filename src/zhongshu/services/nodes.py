@@ -123,10 +123,24 @@ class NodeService:
         if "capacity" in values and not 1 <= values["capacity"] <= 10_000:
             raise errors.InvalidInput("capacity: must be between 1 and 10000")
         values["updated_at"] = time.time()
-        evs = [Event("node.updated", "node", node_id, actor.actor, {k: v for k, v in values.items() if k != "updated_at"})]
+        evs = [
+            Event(
+                "node.updated",
+                "node",
+                node_id,
+                actor.actor,
+                {k: v for k, v in values.items() if k != "updated_at"},
+            )
+        ]
         if "disabled" in values:
             evs.append(
-                Event("node.disabled" if values["disabled"] else "node.enabled", "node", node_id, actor.actor, {})
+                Event(
+                    "node.disabled" if values["disabled"] else "node.enabled",
+                    "node",
+                    node_id,
+                    actor.actor,
+                    {},
+                )
             )
         row = await self.store.update(node_id, values, evs)
         if row is None:
@@ -189,12 +203,22 @@ class NodeService:
         if current["disabled"]:
             raise errors.NodeDisabled(f"node {node['id']} is disabled")
         if current["status"] != "online":
-            ev = Event("node.online", "node", node["id"], f"node:{node['id']}", {"name": node["name"]}, now)
-            current = await self.store.update(
-                node["id"],
-                {"status": "online", "last_heartbeat_at": now, "stats": clean, "updated_at": now},
-                [ev],
-            ) or current
+            ev = Event(
+                "node.online", "node", node["id"], f"node:{node['id']}", {"name": node["name"]}, now
+            )
+            current = (
+                await self.store.update(
+                    node["id"],
+                    {
+                        "status": "online",
+                        "last_heartbeat_at": now,
+                        "stats": clean,
+                        "updated_at": now,
+                    },
+                    [ev],
+                )
+                or current
+            )
             self.bus.publish([ev])
         else:
             await self.store.touch_many([{"id": node["id"], "at": now, "stats": clean}])
@@ -206,6 +230,9 @@ class NodeService:
         gone = await self.store.mark_offline(now - offline_after_s, now)
         if gone:
             self.bus.publish(
-                [Event("node.offline", "node", g["id"], "system", {"name": g["name"]}, now) for g in gone]
+                [
+                    Event("node.offline", "node", g["id"], "system", {"name": g["name"]}, now)
+                    for g in gone
+                ]
             )
         return gone

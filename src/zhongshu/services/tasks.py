@@ -50,7 +50,9 @@ class QueuePolicy:
     retry_cap_s: float = 300.0
 
 
-def retry_delay_s(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random) -> float:
+def retry_delay_s(
+    attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random
+) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, capped."""
     ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
     return ceiling / 2 + rand() * ceiling / 2
@@ -84,13 +86,22 @@ class TaskService:
             "updated_at": now,
         }
 
-    async def submit_many(self, specs: Sequence[TaskSpec], owner: Principal) -> list[tuple[Row, bool]]:
+    async def submit_many(
+        self, specs: Sequence[TaskSpec], owner: Principal
+    ) -> list[tuple[Row, bool]]:
         """Store tasks durably; returns ``(task, created)`` — created is False for a repeat
         of an idempotency key, which returns the task first submitted with it."""
         now = time.time()
         rows = [self._row(s, owner, now) for s in specs]
         evs = [
-            Event("task.submitted", "task", r["id"], owner.actor, {"kind": r["kind"], "capability": r["capability"], "priority": r["priority"]}, now)
+            Event(
+                "task.submitted",
+                "task",
+                r["id"],
+                owner.actor,
+                {"kind": r["kind"], "capability": r["capability"], "priority": r["priority"]},
+                now,
+            )
             for r in rows
         ]
         out = await self.store.insert_many(rows, evs)
@@ -133,7 +144,11 @@ class TaskService:
         now = time.time()
         accepted = await self.store.mark_started(node_id, held, now)
         self.bus.publish(
-            [Event("task.running", "task", t, f"node:{node_id}", {}, now) for (t, _), ok in zip(held, accepted, strict=True) if ok]
+            [
+                Event("task.running", "task", t, f"node:{node_id}", {}, now)
+                for (t, _), ok in zip(held, accepted, strict=True)
+                if ok
+            ]
         )
         return accepted
 
@@ -148,10 +163,24 @@ class TaskService:
         actor = f"node:{row['node_id']}" if row.get("node_id") else "system"
         base: Row = {"updated_at": now, "lease_expires_at": None}
         if o.status == "succeeded":
-            values = {**base, "status": "succeeded", "result": o.result, "error": None, "finished_at": now}
+            values = {
+                **base,
+                "status": "succeeded",
+                "result": o.result,
+                "error": None,
+                "finished_at": now,
+            }
         elif o.retryable and row["attempts"] < row["max_attempts"]:
-            delay = retry_delay_s(row["attempts"], self.policy.retry_base_s, self.policy.retry_cap_s)
-            values = {**base, "status": "failed", "error": o.error, "run_at": now + delay, "node_id": None}
+            delay = retry_delay_s(
+                row["attempts"], self.policy.retry_base_s, self.policy.retry_cap_s
+            )
+            values = {
+                **base,
+                "status": "failed",
+                "error": o.error,
+                "run_at": now + delay,
+                "node_id": None,
+            }
         else:
             values = {**base, "status": "dead", "error": o.error, "finished_at": now}
         if values["status"] in ("succeeded", "dead") and row.get("callback_url"):
@@ -171,11 +200,25 @@ class TaskService:
     async def cancel(self, task_id: str, actor: Principal) -> Row:
         row = await self.get(task_id, actor)
         now = time.time()
-        ev = Event("task.cancelled", "task", task_id, actor.actor, {"was": row["status"], "node_id": row["node_id"]}, now)
-        values = {"status": "cancelled", "finished_at": now, "updated_at": now, "lease_expires_at": None}
+        ev = Event(
+            "task.cancelled",
+            "task",
+            task_id,
+            actor.actor,
+            {"was": row["status"], "node_id": row["node_id"]},
+            now,
+        )
+        values = {
+            "status": "cancelled",
+            "finished_at": now,
+            "updated_at": now,
+            "lease_expires_at": None,
+        }
         if row.get("callback_url"):
             values.update(callback_status="pending", callback_next_at=now)
-        done = await self.store.transition(task_id, ("pending", "leased", "running", "failed"), values, ev)
+        done = await self.store.transition(
+            task_id, ("pending", "leased", "running", "failed"), values, ev
+        )
         if done is None:
             raise errors.Conflict(f"task {task_id} is {row['status']} and cannot be cancelled")
         self.bus.publish([ev])
@@ -197,7 +240,9 @@ class TaskService:
         }
         done = await self.store.transition(task_id, ("failed", "dead"), values, ev)
         if done is None:
-            raise errors.Conflict(f"task {task_id} is {row['status']}: only failed or dead tasks can be retried")
+            raise errors.Conflict(
+                f"task {task_id} is {row['status']}: only failed or dead tasks can be retried"
+            )
         self.bus.publish([ev])
         return done
 

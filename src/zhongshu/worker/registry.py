@@ -135,10 +135,10 @@ class HandlerRegistry:
             for kind, fn in obj._handlers.items():
                 self.register(kind, fn)
             return obj.kinds
-        kind = getattr(obj, _KIND_ATTR, None)
-        if isinstance(kind, str) and callable(obj):
-            self.register(kind, obj)
-            return [kind]
+        tag = getattr(obj, _KIND_ATTR, None)
+        if isinstance(tag, str) and callable(obj):
+            self.register(tag, obj)
+            return [tag]
         raise errors.HandlerLoadError(
             f"{obj!r} is not a module, a @handler function or a HandlerRegistry"
         )

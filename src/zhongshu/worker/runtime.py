@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -28,6 +28,9 @@ import zhongshu
 from zhongshu.worker import errors
 from zhongshu.worker.journal import Journal, Result
 from zhongshu.worker.registry import HandlerRegistry, TaskContext, invoke
+
+if TYPE_CHECKING:
+    from zhongshu.worker.transports import Transport
 
 logger = logging.getLogger("zhongshu.worker")
 
@@ -93,6 +96,10 @@ class Worker:
         Ceiling of the exponential reconnect backoff.
     result_linger_s
         How long a finished result waits for others to share its batch.
+    report_fast_starts
+        Send ``worker:task:started`` also for tasks whose result goes out in the same
+        batch. ``False`` saves the hub one write per short task, but then the hub never
+        sees those tasks as ``running``.
     """
 
     def __init__(
@@ -107,10 +114,11 @@ class Worker:
         concurrency: int = 8,
         transport: str = "socketio",
         grace_s: float = 30.0,
-        reconnect_max_s: float = 30.0,
-        result_linger_s: float = 0.002,
+        reconnect_max_s: float = 10.0,
+        result_linger_s: float = 0.0,
         max_inflight_batches: int = 8,
         http_wait_s: float = 20.0,
+        report_fast_starts: bool = True,
     ) -> None:
         assert concurrency >= 1, "concurrency must be at least 1"
         assert transport in ("socketio", "http"), f"unknown transport {transport!r}"
@@ -126,6 +134,7 @@ class Worker:
         self.reconnect_max_s = reconnect_max_s
         self.result_linger_s = result_linger_s
         self.http_wait_s = http_wait_s
+        self.report_fast_starts = report_fast_starts
         self.node_id = ""
         self.heartbeat_interval_s = 10.0
         self.stats = WorkerStats()
@@ -142,9 +151,10 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
+        self._force = asyncio.Event()
         self._stopping = False
         self._process = psutil.Process()
-        self._transport: Any = None
+        self._transport: Transport | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -157,14 +167,26 @@ class Worker:
     def running_count(self) -> int:
         return len(self._running)
 
+    @property
+    def transport(self) -> Transport:
+        assert self._transport is not None, "the worker is not running"
+        return self._transport
+
     def request_stop(self) -> None:
-        """Begin a graceful shutdown (safe to call from a signal handler)."""
-        if not self._stop.is_set():
-            logger.info("stop requested; finishing running tasks (grace %.0fs)", self.grace_s)
+        """Begin a graceful shutdown; a second call cancels running tasks at once.
+
+        Safe to call from a signal handler.
+        """
+        if self._stop.is_set():
+            if not self._force.is_set():
+                logger.info("second stop request: cancelling running tasks now")
+            self._force.set()
+            return
+        logger.info("stop requested; finishing running tasks (grace %gs)", self.grace_s)
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT → ``request_stop``; a second signal is ignored (grace applies)."""
+        """SIGTERM/SIGINT → ``request_stop`` (the second one skips the grace period)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -188,7 +210,7 @@ class Worker:
         )
         self._transport = transports.create(self.transport_name, self, self._secret)
         flusher = asyncio.create_task(self._flush_loop(), name="zhongshu-worker-flush")
-        connection = asyncio.create_task(self._transport.run(), name="zhongshu-worker-link")
+        connection = asyncio.create_task(self.transport.run(), name="zhongshu-worker-link")
         try:
             await self._wait_stop_or(connection)
         finally:
@@ -208,12 +230,14 @@ class Worker:
         await self._drain(timeout_s=10.0)
         # The flusher and the link loop only end by cancellation.
         flusher.cancel()
-        await self._transport.close()
+        await self.transport.close()
         connection.cancel()
         await asyncio.gather(flusher, connection, return_exceptions=True)
-        left = self.journal.pending_count() if self.journal else 0
-        if self.journal:
+        left = 0
+        if self.journal is not None:
+            left = self.journal.pending_count()
             self.journal.close()
+            self.journal = None
         s = self.stats
         logger.info(
             "worker stopped: %d succeeded, %d failed, %d re-sent from journal, %d revoked, "
@@ -233,8 +257,13 @@ class Worker:
         tasks = [run.task for run in self._running.values() if run.task]
         if not tasks:
             return 0, 0
-        logger.info("waiting up to %.0fs for %d running tasks", self.grace_s, len(tasks))
-        done, pending = await asyncio.wait(tasks, timeout=self.grace_s)
+        logger.info("waiting up to %gs for %d running tasks", self.grace_s, len(tasks))
+        force = asyncio.create_task(self._force.wait())
+        waiters: list[asyncio.Future[Any]] = [force, asyncio.gather(*tasks, return_exceptions=True)]
+        await asyncio.wait(waiters, timeout=self.grace_s, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        done = {t for t in tasks if t.done()}
+        pending = set(tasks) - done
         for run in list(self._running.values()):
             self._drop(run)
         await asyncio.gather(*pending, return_exceptions=True)
@@ -341,7 +370,9 @@ class Worker:
             node_id=self.node_id,
         )
         payload = lease.get("payload")
-        run = _Run(task_id, ctx.lease_token, ctx.kind, payload or {}, ctx.timeout_s, ctx)
+        if payload is None:
+            payload = {}
+        run = _Run(task_id, ctx.lease_token, ctx.kind, payload, ctx.timeout_s, ctx)
         self._running[task_id] = run
         run.task = asyncio.create_task(self._execute(run))
 
@@ -369,7 +400,7 @@ class Worker:
             logger.info("re-sending %d journaled results", len(pending))
         for start in range(0, len(pending), MAX_RESULTS_PER_CALL):
             batch = pending[start : start + MAX_RESULTS_PER_CALL]
-            acks = await self._transport.send_results(batch)
+            acks = await self.transport.send_results(batch)
             if acks is None:
                 return  # disconnected again: the next connection tries again
             self._apply_acks(batch, acks)
@@ -451,22 +482,39 @@ class Worker:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # Let the results of this tick (and the next couple of ms) share one batch.
+            # Let every result of this loop tick (or of result_linger_s) share one batch.
             await asyncio.sleep(self.result_linger_s)
-            await self._flush_once()
+            try:
+                await self._flush_once()
+            except Exception:
+                # A journal that cannot be written (disk full…) must not end the flusher:
+                # _flush_once put the results back; try again shortly.
+                logger.exception("flushing results failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self._wake.set()
 
     async def _flush_once(self) -> None:
         started, self._started = self._started, []
         results, self._outgoing = self._outgoing, []
+        if started and results and not self.report_fast_starts:
+            # A task that started and finished within this tick needs no start of its own:
+            # the hub settles a result from ``leased`` as well as from ``running``.
+            finished = {r.task_id for r in results}
+            started = [s for s in started if s["task_id"] not in finished]
         if started:
-            await self._transport.send_started(started)
+            await self.transport.send_started(started)
         if not results:
             return
         assert self.journal is not None
         # Durable before it is sent: a crash after this line re-sends, never re-runs.
-        self.journal.add(results)
-        self._unjournaled.clear()
-        if not self._transport.connected:
+        try:
+            self.journal.add(results)
+        except Exception:
+            self._outgoing[:0] = results
+            raise
+        for result in results:
+            self._unjournaled.pop(result.task_id, None)
+        if not self.transport.connected:
             return  # flush_outbox sends them after the next registration
         for start in range(0, len(results), MAX_RESULTS_PER_CALL):
             await self._inflight.acquire()
@@ -476,7 +524,7 @@ class Worker:
 
     async def _send(self, results: list[Result]) -> None:
         try:
-            acks = await self._transport.send_results(results)
+            acks = await self.transport.send_results(results)
         finally:
             self._inflight.release()
         if acks is not None:

@@ -69,6 +69,7 @@ class Transport:
 
     async def run(self) -> None:
         """Stay connected and registered until ``close``; ends only by cancellation."""
+        last_error = ""
         while not self._closing.is_set():
             try:
                 await self.session()
@@ -76,11 +77,15 @@ class Transport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("hub %s unreachable: %s", self.worker.hub_url, _describe(exc))
+                error = _describe(exc)
+                # The same failure every few seconds is one warning, not a flood.
+                level = logging.DEBUG if error == last_error else logging.WARNING
+                logger.log(level, "hub %s unreachable: %s", self.worker.hub_url, error)
+                last_error = error
             if self._closing.is_set():
                 break
             delay_s = self.backoff.next_delay_s()
-            logger.info("reconnecting in %.1fs", delay_s)
+            logger.debug("reconnecting in %.1fs", delay_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay_s)
 
@@ -114,6 +119,7 @@ class SocketIOTransport(Transport):
         self._registered = False
         self._dropped = asyncio.Event()
         self._calls: set[asyncio.Future[Any]] = set()
+        self._refused_reason = ""
 
     @property
     def connected(self) -> bool:
@@ -122,6 +128,7 @@ class SocketIOTransport(Transport):
     async def session(self) -> None:
         sio = self._client()
         self._dropped.clear()
+        self._refused_reason = ""
         heartbeat: asyncio.Task[None] | None = None
         try:
             try:
@@ -132,7 +139,8 @@ class SocketIOTransport(Transport):
                     wait_timeout=10,
                 )
             except socketio.exceptions.ConnectionError as exc:
-                raise HubUnavailable(f"connection refused: {exc}") from None
+                reason = self._refused_reason or str(exc)
+                raise HubUnavailable(f"connection refused: {reason}") from None
             self._sio = sio
             ack = await self._call(EV_REGISTER, self.worker.registration())
             if not isinstance(ack, dict) or "node_id" not in ack:
@@ -159,6 +167,7 @@ class SocketIOTransport(Transport):
         sio.on(EV_ASSIGN, self._on_assign, namespace=NAMESPACE)
         sio.on(EV_REVOKE, self._on_revoke, namespace=NAMESPACE)
         sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
         return sio
 
     async def _wait_dropped_or_closing(self) -> None:
@@ -187,6 +196,12 @@ class SocketIOTransport(Transport):
     async def _on_revoke(self, data: Any) -> None:
         if isinstance(data, dict) and isinstance(data.get("task_ids"), list):
             self.worker.revoke(data["task_ids"], str(data.get("reason") or "hub revoked"))
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        # The hub's reason ("invalid node credentials", "node is disabled"); the exception
+        # connect() raises only says that a namespace failed.
+        message = data.get("message") if isinstance(data, dict) else data
+        self._refused_reason = str(message or "")
 
     async def _on_disconnect(self, *args: Any) -> None:
         self._dropped.set()
@@ -335,16 +350,18 @@ class HttpTransport(Transport):
 
     async def send_started(self, items: list[dict[str, Any]]) -> None:
         for item in items:
-            start = asyncio.create_task(self._post_start(item))
-            self._starts[item["task_id"]] = start
-            start.add_done_callback(lambda _t, tid=item["task_id"]: self._starts.pop(tid, None))
+            self._starts[item["task_id"]] = asyncio.create_task(self._post_start(item))
 
     async def _post_start(self, item: dict[str, Any]) -> None:
-        with contextlib.suppress(HubUnavailable):
+        try:
             await self._post(
                 f"/api/v1/agent/tasks/{item['task_id']}/start",
                 {"lease_token": item["lease_token"]},
             )
+        except HubUnavailable:
+            pass  # the result still settles the task
+        finally:
+            self._starts.pop(item["task_id"], None)
 
     async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
         if not self.connected:

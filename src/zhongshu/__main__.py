@@ -1,0 +1,3 @@
+from zhongshu.cli import main
+
+main()

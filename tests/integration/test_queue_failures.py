@@ -1,0 +1,350 @@
+"""What the queue does when work goes wrong: failed attempts and backoff, dead tasks,
+silent nodes, timeouts, stale results, disabled nodes, revokes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from helpers import (  # noqa: F401
+    Agent,
+    create_agent,
+    fast_passwords,
+    get_task,
+    hub_client,
+    submit,
+    task_events,
+    ts,
+)
+
+from zhongshu.config import Settings
+from zhongshu.testing import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+BASE_S, CAP_S = 0.1, 0.25
+
+
+@pytest.fixture
+async def backoff_client(
+    db_url: str, make_settings: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(database_url=db_url, retry_base_s=BASE_S, retry_cap_s=CAP_S)
+    async with hub_client(settings) as (_, client):
+        yield client
+
+
+async def _status(client: httpx.AsyncClient, task_id: str) -> str:
+    return str((await get_task(client, task_id))["status"])
+
+
+# --- failures, backoff, dead --------------------------------------------------------------
+
+
+async def test_failed_attempts_back_off_growing_up_to_the_cap_then_die(
+    backoff_client: httpx.AsyncClient,
+) -> None:
+    client = backoff_client
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=4)
+    delays: list[float] = []
+    for attempt in range(1, 5):
+        (lease,) = await wait_until(agent.lease, timeout_s=5)
+        assert (lease["attempt"], lease["lease_token"]) == (attempt, attempt)
+        ack = await agent.result(lease, "failed", error=f"boom {attempt}")
+        assert ack["accepted"], ack
+        got = await get_task(client, t["id"])
+        finished = ts(got["attempts_history"][-1]["finished_at"])
+        if attempt < 4:
+            assert got["status"] == "failed"
+            assert got["node_id"] is None
+            ceiling = min(CAP_S, BASE_S * 2 ** (attempt - 1))
+            delay = ts(got["run_at"]) - finished
+            assert ceiling / 2 - 1e-3 <= delay <= ceiling + 1e-3, (attempt, delay)
+            delays.append(delay)
+    assert delays == sorted(delays)
+    assert max(delays) <= CAP_S + 1e-3
+
+    got = await get_task(client, t["id"])
+    assert got["status"] == "dead"
+    assert got["error"] == "boom 4"
+    assert got["attempts"] == 4 and got["finished_at"] is not None
+    hist = got["attempts_history"]
+    assert [a["outcome"] for a in hist] == ["failed"] * 4
+    assert [a["error"] for a in hist] == [f"boom {i}" for i in range(1, 5)]
+    # No attempt started before the retry time its predecessor set.
+    for prev, nxt, delay in zip(hist, hist[1:], delays, strict=False):
+        assert ts(nxt["leased_at"]) >= ts(prev["finished_at"]) + delay - 1e-3
+    assert await agent.lease() == []
+    events = await task_events(client, t["id"])
+    assert events.count("task.failed") == 3 and events[-1] == "task.dead"
+
+
+async def test_failed_event_carries_the_retry_time(backoff_client: httpx.AsyncClient) -> None:
+    client = backoff_client
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=2)
+    (lease,) = await agent.lease()
+    await agent.result(lease, "failed", error="nope")
+    got = await get_task(client, t["id"])
+    r = await client.get("/api/v1/events", params={"type": "task.failed", "subject_id": t["id"]})
+    (ev,) = r.json()["items"]
+    assert ev["data"]["attempt"] == 1 and ev["data"]["error"] == "nope"
+    assert abs(ev["data"]["retry_at"] - ts(got["run_at"])) < 1e-3
+
+
+async def test_failed_task_is_not_leased_before_its_retry_time(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=2)
+    (lease,) = await agent.lease()
+    await agent.result(lease, "failed", error="x")
+    run_at = ts((await get_task(client, t["id"]))["run_at"])
+    assert run_at > time.time() - 1
+    (again,) = await wait_until(agent.lease, timeout_s=5)
+    hist = (await get_task(client, t["id"]))["attempts_history"]
+    assert ts(hist[1]["leased_at"]) >= run_at
+    assert again["lease_token"] == 2
+
+
+async def test_not_retryable_failure_is_dead_at_once(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=5)
+    (lease,) = await agent.lease()
+    ack = await agent.result(lease, "failed", error="bad input", retryable=False)
+    assert ack["accepted"]
+    got = await get_task(client, t["id"])
+    assert (got["status"], got["attempts"], got["error"]) == ("dead", 1, "bad input")
+    assert await agent.lease(wait_s=0.2) == []
+
+
+async def test_max_attempts_one_fails_straight_to_dead(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=1)
+    (lease,) = await agent.lease()
+    await agent.result(lease, "failed", error="e")
+    assert await _status(client, t["id"]) == "dead"
+
+
+async def test_success_after_a_failure_keeps_both_attempts(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    t = await submit(client, max_attempts=3)
+    (lease,) = await agent.lease()
+    await agent.result(lease, "failed", error="flaky")
+    (lease,) = await wait_until(agent.lease, timeout_s=5)
+    await agent.result(lease, result=[1])
+    got = await get_task(client, t["id"])
+    assert (got["status"], got["result"], got["error"]) == ("succeeded", [1], None)
+    assert [a["outcome"] for a in got["attempts_history"]] == ["failed", "succeeded"]
+
+
+# --- silent nodes and stale results -------------------------------------------------------
+
+
+@pytest.fixture
+async def quick_offline(
+    db_url: str, make_settings: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        database_url=db_url, heartbeat_interval_s=0.3, offline_after_s=1.2, reaper_interval_s=0.1
+    )
+    async with hub_client(settings) as (_, client):
+        yield client
+
+
+async def test_lease_of_a_silent_node_goes_to_another_node_and_only_one_result_counts(
+    quick_offline: httpx.AsyncClient,
+) -> None:
+    client = quick_offline
+    first = await create_agent(client)
+    t = await submit(client)
+    (old,) = await first.lease()
+    assert await first.start(old)
+
+    # first stops heart-beating: it goes offline and loses the lease.
+    async def taken_back() -> bool:
+        return await _status(client, t["id"]) not in ("leased", "running")
+
+    await wait_until(taken_back, timeout_s=5)
+    node = (await client.get(f"/api/v1/nodes/{first.id}")).json()
+    assert node["status"] == "offline"
+
+    second = await create_agent(client)
+    (new,) = await wait_until(second.lease, timeout_s=5)
+    assert new["id"] == t["id"]
+    assert new["lease_token"] > old["lease_token"]
+
+    late = await first.result(old, result="from first")
+    assert late["accepted"] is False
+    assert late["reason"] == "stale lease"
+    assert (await second.result(new, result="from second"))["accepted"] is True
+
+    got = await get_task(client, t["id"])
+    assert (got["status"], got["result"], got["node_id"]) == ("succeeded", "from second", second.id)
+    hist = got["attempts_history"]
+    assert [(a["node_id"], a["outcome"]) for a in hist] == [
+        (first.id, "lost"),
+        (second.id, "succeeded"),
+    ]
+    assert "offline" in hist[0]["error"]
+    assert (await task_events(client, t["id"])).count("task.succeeded") == 1
+
+
+async def test_heartbeat_keeps_a_node_and_its_lease(quick_offline: httpx.AsyncClient) -> None:
+    client = quick_offline
+    agent = await create_agent(client)
+    t = await submit(client)
+    (lease,) = await agent.lease()
+    deadline = time.monotonic() + 2.0  # well past offline_after_s
+    while time.monotonic() < deadline:
+        reply = await agent.heartbeat([lease])
+        assert reply == {"ok": True, "revoke": []}
+        await asyncio.sleep(0.25)  # the heartbeat cadence, not a wait for a condition
+    assert await _status(client, t["id"]) == "leased"
+    assert (await agent.result(lease))["accepted"]
+
+
+async def test_node_that_comes_back_is_told_to_drop_what_it_lost(
+    quick_offline: httpx.AsyncClient,
+) -> None:
+    client = quick_offline
+    agent = await create_agent(client)
+    t = await submit(client)
+    (lease,) = await agent.lease()
+
+    async def taken_back() -> bool:
+        return await _status(client, t["id"]) not in ("leased", "running")
+
+    await wait_until(taken_back, timeout_s=5)
+    reply = await agent.heartbeat([lease])
+    assert reply["revoke"] == [t["id"]]
+    node = (await client.get(f"/api/v1/nodes/{agent.id}")).json()
+    assert node["status"] == "online"
+
+
+# --- timeouts -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def no_grace(
+    db_url: str, make_settings: Callable[..., Settings]
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(database_url=db_url, task_lease_grace_s=0, reaper_interval_s=0.05)
+    async with hub_client(settings) as (_, client):
+        yield client
+
+
+async def test_task_over_its_timeout_goes_back_to_the_queue(no_grace: httpx.AsyncClient) -> None:
+    client = no_grace
+    agent = await create_agent(client)
+    t = await submit(client, timeout_s=0.3, max_attempts=3)
+    (lease,) = await agent.lease()
+    leased_at = time.time()
+    assert lease["lease_expires_at"] == pytest.approx(leased_at + 0.3, abs=0.2)
+    await agent.start(lease)
+
+    async def expired() -> bool:
+        return await _status(client, t["id"]) == "failed"
+
+    await wait_until(expired, timeout_s=5)
+    assert time.time() - leased_at >= 0.3
+    got = await get_task(client, t["id"])
+    (attempt,) = got["attempts_history"]
+    assert attempt["outcome"] == "lost"
+    assert "lease expired" in attempt["error"]
+    assert attempt["finished_at"] is not None
+
+    assert (await agent.result(lease))["accepted"] is False
+    assert (await agent.heartbeat([lease]))["revoke"] == [t["id"]]
+    (again,) = await wait_until(agent.lease, timeout_s=5)
+    assert (again["id"], again["attempt"], again["lease_token"]) == (t["id"], 2, 2)
+    assert (await agent.result(again))["accepted"]
+
+
+async def test_task_that_always_times_out_ends_dead(no_grace: httpx.AsyncClient) -> None:
+    client = no_grace
+    agent = await create_agent(client)
+    t = await submit(client, timeout_s=0.1, max_attempts=2)
+    await agent.lease()
+
+    async def dead_after_releasing() -> bool:
+        if await _status(client, t["id"]) == "dead":
+            return True
+        await agent.lease()
+        return False
+
+    await wait_until(dead_after_releasing, timeout_s=8)
+    got = await get_task(client, t["id"])
+    assert [a["outcome"] for a in got["attempts_history"]] == ["lost", "lost"]
+
+
+async def test_finishing_within_the_timeout_is_accepted(no_grace: httpx.AsyncClient) -> None:
+    agent = await create_agent(no_grace)
+    t = await submit(no_grace, timeout_s=2)
+    (lease,) = await agent.lease()
+    assert (await agent.result(lease))["accepted"]
+    assert await _status(no_grace, t["id"]) == "succeeded"
+
+
+# --- node access --------------------------------------------------------------------------
+
+
+async def test_disabled_node_is_403_on_agent_endpoints(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    await submit(client)
+    r = await client.patch(f"/api/v1/nodes/{agent.id}", json={"disabled": True})
+    assert r.status_code == 200, r.text
+    for path, body in [
+        ("/register", {"capabilities": ["echo"]}),
+        ("/heartbeat", {}),
+        ("/lease", {"wait_s": 0}),
+        ("/tasks/x/start", {"lease_token": 1}),
+        ("/tasks/x/result", {"lease_token": 1, "status": "succeeded"}),
+    ]:
+        r = await agent.post(path, body)
+        assert r.status_code == 403, (path, r.text)
+        assert "disabled" in r.json()["detail"]
+    await client.patch(f"/api/v1/nodes/{agent.id}", json={"disabled": False})
+    assert len(await agent.lease()) == 1
+
+
+async def test_rotated_credentials_stop_the_old_secret(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    r = await client.post(f"/api/v1/nodes/{agent.id}/credentials")
+    assert r.status_code == 200
+    assert (await agent.post("/heartbeat")).status_code == 401
+    creds = r.json()["credentials"]
+    fresh = Agent(client, agent.node, creds["access_key"], creds["secret_key"])
+    assert (await fresh.post("/heartbeat")).status_code == 200
+
+
+# --- revoke lists -------------------------------------------------------------------------
+
+
+async def test_heartbeat_revokes_tasks_the_node_no_longer_holds(client: httpx.AsyncClient) -> None:
+    agent = await create_agent(client)
+    await submit(client)
+    await submit(client)
+    kept, cancelled = await agent.lease(max_tasks=2)
+    assert (await client.post(f"/api/v1/tasks/{cancelled['id']}/cancel")).status_code == 200
+    unknown: dict[str, Any] = {"id": "never-leased", "lease_token": 1}
+    stale = {**kept, "lease_token": kept["lease_token"] + 5}
+    reply = await agent.heartbeat([kept, cancelled, unknown])
+    assert reply["ok"] is True
+    assert sorted(reply["revoke"]) == sorted([cancelled["id"], "never-leased"])
+    assert (await agent.heartbeat([stale]))["revoke"] == [kept["id"]]
+    assert await _status(client, kept["id"]) == "leased"
+
+
+async def test_heartbeat_of_a_task_leased_to_another_node_revokes_it(
+    client: httpx.AsyncClient,
+) -> None:
+    holder = await create_agent(client)
+    other = await create_agent(client)
+    await submit(client)
+    (lease,) = await holder.lease()
+    assert (await other.heartbeat([lease]))["revoke"] == [lease["id"]]
+    assert (await holder.heartbeat([lease]))["revoke"] == []
