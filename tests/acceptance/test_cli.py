@@ -154,11 +154,10 @@ def test_login_stores_a_private_token_that_later_commands_use(
     assert stat.S_IMODE(creds_file.parent.stat().st_mode) == 0o700
     stored = json.loads(creds_file.read_text())
     assert stored["hub"] == served.url
-    assert stored["token"]
-    # no --hub and no --token: both come from the file
-    assert "admin (admin)" in ok(cli("whoami")).stdout
+    assert stored["token"] and stored["refresh_token"]
 
-    # an expired access token is renewed with the refresh token, without a password
+    # no --hub and no --token: both come from the file; and an expired access token is
+    # renewed with the refresh token, without asking for the password
     creds_file.write_text(json.dumps({**stored, "expires_at": 0}))
     assert "admin (admin)" in ok(cli("whoami")).stdout
     renewed = json.loads(creds_file.read_text())
@@ -207,48 +206,51 @@ def test_failures_are_one_line_on_stderr_with_the_right_exit_code(
 # --- nodes --------------------------------------------------------------------------------
 
 
-def test_node_create_json_gives_a_working_key_pair(
-    as_admin: Cli, served: testing.ServedHub
-) -> None:
-    created = as_json(as_admin("node", "create", "w1", "-c", "echo", "--capacity", "4", "--json"))
+def test_node_commands(as_admin: Cli, admin_http: httpx.Client, served: testing.ServedHub) -> None:
+    def node(name: str, **fields: Any) -> dict[str, Any]:
+        reply = admin_http.post("/api/v1/nodes", json={"name": name, **fields})
+        return reply.json()  # type: ignore[no-any-return]
 
-    assert set(created) == {"id", "access_key", "secret_key"}
-    with agent(served, created["access_key"], created["secret_key"]) as a:
-        r = a.post("/api/v1/agent/heartbeat", json={})
-        assert r.status_code == 200, r.text
+    shown, doomed, rotating = node("crawler-7", capabilities=["rss"]), node("doomed"), node("r")
 
-    rotated = as_json(as_admin("node", "rotate", created["id"], "--json"))
-    with agent(served, created["access_key"], created["secret_key"]) as old:
-        assert old.post("/api/v1/agent/heartbeat", json={}).status_code == 401
-    with agent(served, rotated["access_key"], rotated["secret_key"]) as new:
-        assert new.post("/api/v1/agent/heartbeat", json={}).status_code == 200
-
-
-def test_node_list_show_disable_delete(as_admin: Cli, admin_http: httpx.Client) -> None:
-    a = admin_http.post("/api/v1/nodes", json={"name": "crawler-7", "capabilities": ["rss"]})
-    b = admin_http.post("/api/v1/nodes", json={"name": "doomed"})
-    a_id, b_id = a.json()["id"], b.json()["id"]
-
-    listed, shown, disabled, unconfirmed, deleted, created = as_admin.many(
+    created, listed, show, disabled, unconfirmed, deleted, rotated, human = as_admin.many(
+        ("node", "create", "w1", "-c", "echo", "--capacity", "4", "--json"),
         ("node", "list"),
-        ("node", "show", a_id),
-        ("node", "disable", a_id),
-        ("node", "delete", b_id),
-        ("node", "delete", b_id, "--yes"),
+        ("node", "show", shown["id"]),
+        ("node", "disable", shown["id"]),
+        ("node", "delete", doomed["id"]),
+        ("node", "delete", doomed["id"], "--yes"),
+        ("node", "rotate", rotating["id"], "--json"),
         ("node", "create", "w2"),
     )
 
-    assert a_id in ok(listed).stdout and "crawler-7" in listed.stdout and "rss" in listed.stdout
-    assert "crawler-7" in ok(shown).stdout and "rss" in shown.stdout
+    # --json is exactly the key pair, and it works on the agent endpoints
+    pair = as_json(created)
+    assert set(pair) == {"id", "access_key", "secret_key"}
+    with agent(served, pair["access_key"], pair["secret_key"]) as a:
+        r = a.post("/api/v1/agent/heartbeat", json={})
+        assert r.status_code == 200, r.text
+
+    assert shown["id"] in ok(listed).stdout
+    assert "crawler-7" in listed.stdout and "rss" in listed.stdout
+    assert "crawler-7" in ok(show).stdout and "rss" in show.stdout
     assert "now disabled" in ok(disabled).stdout
-    assert admin_http.get(f"/api/v1/nodes/{a_id}").json()["disabled"] is True
+    assert admin_http.get(f"/api/v1/nodes/{shown['id']}").json()["disabled"] is True
+
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
-    assert f"node {b_id} deleted" in ok(deleted).stdout
-    assert admin_http.get(f"/api/v1/nodes/{b_id}").status_code == 404
+    assert f"node {doomed['id']} deleted" in ok(deleted).stdout
+    assert admin_http.get(f"/api/v1/nodes/{doomed['id']}").status_code == 404
+
+    old, new = rotating["credentials"], as_json(rotated)
+    with agent(served, old["access_key"], old["secret_key"]) as a:
+        assert a.post("/api/v1/agent/heartbeat", json={}).status_code == 401
+    with agent(served, new["access_key"], new["secret_key"]) as a:
+        assert a.post("/api/v1/agent/heartbeat", json={}).status_code == 200
+
     # without --json the key pair is printed for people, with a warning
-    assert "secret key  CS" in ok(created).stdout
-    assert "Authorization: AK-SK CN" in created.stdout
-    assert "shown only once" in created.stderr
+    assert "secret key  CS" in ok(human).stdout
+    assert "Authorization: AK-SK CN" in human.stdout
+    assert "shown only once" in human.stderr
 
 
 # --- tasks --------------------------------------------------------------------------------

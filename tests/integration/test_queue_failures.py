@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import (  # noqa: F401
+    ADMIN,
     Agent,
     create_agent,
     fast_passwords,
@@ -205,6 +206,7 @@ async def test_heartbeat_keeps_a_node_and_its_lease(quick_offline: httpx.AsyncCl
         await asyncio.sleep(0.25)  # the heartbeat cadence, not a wait for a condition
     assert await _status(client, t["id"]) == "leased"
     assert (await agent.result(lease))["accepted"]
+    assert await _status(client, t["id"]) == "succeeded"
 
 
 async def test_node_that_comes_back_is_told_to_drop_what_it_lost(
@@ -262,6 +264,7 @@ async def test_task_over_its_timeout_goes_back_to_the_queue(no_grace: httpx.Asyn
     (again,) = await wait_until(agent.lease, timeout_s=5)
     assert (again["id"], again["attempt"], again["lease_token"]) == (t["id"], 2, 2)
     assert (await agent.result(again))["accepted"]
+    assert await _status(client, t["id"]) == "succeeded"
 
 
 async def test_task_that_always_times_out_ends_dead(no_grace: httpx.AsyncClient) -> None:
@@ -313,8 +316,11 @@ async def test_disabled_node_is_403_on_agent_endpoints(client: httpx.AsyncClient
 
 async def test_rotated_credentials_stop_the_old_secret(client: httpx.AsyncClient) -> None:
     agent = await create_agent(client)
-    r = await client.post(f"/api/v1/nodes/{agent.id}/credentials")
-    assert r.status_code == 200
+    r = await client.post("/api/v1/auth/confirm", json={"password": ADMIN[1]})
+    assert r.status_code == 200, r.text
+    confirm = {r.json()["header"]: r.json()["confirm_token"]}
+    r = await client.post(f"/api/v1/nodes/{agent.id}/credentials", headers=confirm)
+    assert r.status_code == 200, r.text
     assert (await agent.post("/heartbeat")).status_code == 401
     creds = r.json()["credentials"]
     fresh = Agent(client, agent.node, creds["access_key"], creds["secret_key"])

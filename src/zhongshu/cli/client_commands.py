@@ -32,6 +32,7 @@ from zhongshu.cli.hubclient import (
     DEFAULT_HUB,
     HubClient,
     HubError,
+    authorization,
     exit_on_error,
     fail,
     normalize_hub_url,
@@ -266,8 +267,19 @@ def _end_session(stored: credentials.Credentials, everywhere: bool) -> None:
     """Revoke the session on the hub; forgetting the file locally happens regardless, so a
     hub that is down or a token already expired only earns a warning."""
     try:
-        with HubClient(stored.hub, stored.token, timeout_s=5.0) as client:
-            client.post("/api/v1/auth/logout", json={"everywhere": everywhere})
+        with HubClient(stored.hub, timeout_s=5.0) as client:
+            token = stored.token
+            if stored.expired() and stored.renewable():
+                # an expired access token cannot log out; the refresh token buys a fresh one
+                renewed = client.post(
+                    "/api/v1/auth/refresh", json={"refresh_token": stored.refresh_token}
+                )
+                token = renewed["access_token"]
+            client.post(
+                "/api/v1/auth/logout",
+                json={"everywhere": everywhere},
+                headers={"authorization": authorization(token)},
+            )
     except (HubError, ValueError) as exc:
         stderr.print(
             f"[yellow]warning:[/yellow] the hub did not end the session: {escape(str(exc))}"

@@ -22,7 +22,7 @@ from zhongshu import __version__, errors
 DEFAULT_HUB = "http://127.0.0.1:8001"
 DEFAULT_TIMEOUT_S = 30.0
 
-stderr = Console(stderr=True, soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 class HubError(errors.ZhongshuError):

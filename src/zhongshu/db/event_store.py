@@ -6,11 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zhongshu.db.engine import Database
 from zhongshu.db.schema import events
 from zhongshu.services.events import Event
+
+
+def append_sync(conn: Connection, evs: Sequence[Event]) -> None:
+    """Write events inside the caller's (synchronous) transaction."""
+    if evs:
+        conn.execute(insert(events), [e.as_row() for e in evs])
 
 
 async def append(conn: AsyncConnection, evs: Sequence[Event]) -> None:

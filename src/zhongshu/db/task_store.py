@@ -1,7 +1,10 @@
-"""SQL for the task queue. Every method is one transaction; the caller gets plain dicts.
+"""SQL for the task queue. Every ``TaskStore`` method is one transaction; callers get dicts.
 
-The service decides what a finished attempt means (``Settle``: retry, dead, succeeded);
-the store applies it atomically together with the attempt history and the event rows.
+The transactions are plain synchronous SQLAlchemy functions (``_lease``, ``_settle`` …)
+that ``Database.run_write``/``run_read`` execute in one go: in a thread on SQLite, through
+``run_sync`` on PostgreSQL. The service decides what a finished attempt means (``Settle``:
+retry, dead, succeeded); the store applies it atomically with the attempt history and the
+event rows.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.schema import callback_deliveries, task_attempts, tasks
+from zhongshu.db.schema import callback_deliveries, nodes, task_attempts, tasks
 from zhongshu.services.events import Event
 
 Row = dict[str, Any]
@@ -69,9 +72,7 @@ class Ack:
 class TaskStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def _insert(self) -> Any:
-        return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(tasks)
+        self.is_sqlite = db.is_sqlite
 
     async def insert_many(
         self, rows: Sequence[Row], evs: Sequence[Event]
@@ -80,67 +81,26 @@ class TaskStore:
 
         Returns ``(task, created)`` pairs in input order.
         """
-        async with self.db.write() as conn:
-            keyed = [r for r in rows if r.get("idempotency_key")]
-            existing: dict[tuple[str, str], Row] = {}
-            if keyed:
-                existing = await self._by_keys(conn, keyed)
-            fresh = [r for r in rows if _key(r) not in existing]
-            created_ids: set[str] = set()
-            if fresh:
-                stmt = self._insert().on_conflict_do_nothing().returning(tasks.c.id)
-                result = await conn.execute(stmt, list(fresh))
-                created_ids = {r[0] for r in result}
-            lost_race = [r for r in fresh if r["id"] not in created_ids]
-            if lost_race:
-                existing.update(await self._by_keys(conn, lost_race))
-            kept = [e for e in evs if e.subject_id in created_ids]
-            await event_store.append(conn, kept)
-        out: list[tuple[Row, bool]] = []
-        for r in rows:
-            if r["id"] in created_ids:
-                out.append(({**r, "lease_token": 0, "attempts": 0}, True))
-            else:
-                out.append((existing[_key(r)], False))
-        return out
-
-    async def _by_keys(
-        self, conn: AsyncConnection, rows: Sequence[Row]
-    ) -> dict[tuple[str, str], Row]:
-        conds = [
-            and_(tasks.c.owner_id == r["owner_id"], tasks.c.idempotency_key == r["idempotency_key"])
-            for r in rows
-        ]
-        found: dict[tuple[str, str], Row] = {}
-        for i in range(0, len(conds), 200):
-            res = await conn.execute(select(tasks).where(or_(*conds[i : i + 200])))
-            for row in res:
-                m = dict(row._mapping)
-                found[_key(m)] = m
-        return found
+        return await self.db.run_write(self._insert_many, rows, evs)
 
     async def get(self, task_id: str) -> Row | None:
-        async with self.db.read() as conn:
-            row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-            return dict(row._mapping) if row else None
+        return await self.db.run_read(_get, task_id)
 
     async def attempts(self, task_id: str) -> list[Row]:
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(task_attempts)
-                .where(task_attempts.c.task_id == task_id)
-                .order_by(task_attempts.c.attempt)
-            )
-            return [dict(r._mapping) for r in res]
+        return await self.db.run_read(
+            _all,
+            select(task_attempts)
+            .where(task_attempts.c.task_id == task_id)
+            .order_by(task_attempts.c.attempt),
+        )
 
     async def deliveries(self, task_id: str) -> list[Row]:
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(callback_deliveries)
-                .where(callback_deliveries.c.task_id == task_id)
-                .order_by(callback_deliveries.c.id)
-            )
-            return [dict(r._mapping) for r in res]
+        return await self.db.run_read(
+            _all,
+            select(callback_deliveries)
+            .where(callback_deliveries.c.task_id == task_id)
+            .order_by(callback_deliveries.c.id),
+        )
 
     async def list(
         self,
@@ -164,26 +124,152 @@ class TaskStore:
             where.append(tasks.c.capability == capability)
         if node_id:
             where.append(tasks.c.node_id == node_id)
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(tasks).where(*where).order_by(tasks.c.seq.desc()).limit(limit).offset(offset)
-            )
-            total = await conn.scalar(select(func.count()).select_from(tasks).where(*where))
-        return [dict(r._mapping) for r in res], int(total or 0)
+        page = select(tasks).where(*where).order_by(tasks.c.seq.desc()).limit(limit).offset(offset)
+        count = select(func.count()).select_from(tasks).where(*where)
+        return await self.db.run_read(_page, page, count)
 
     async def lease(
-        self, node_id: str, capabilities: Sequence[str], limit: int, now: float, grace_s: float
+        self,
+        node_id: str,
+        capabilities: Sequence[str],
+        limit: int,
+        now: float,
+        grace_s: float,
+        capacity: int | None = None,
     ) -> tuple[list[Row], list[Event]]:
-        """Atomically hand up to ``limit`` ready tasks to a node, highest priority first."""
+        """Atomically hand up to ``limit`` ready tasks to a node, highest priority first.
+
+        With ``capacity``, the node's current holdings are counted in the same transaction,
+        so concurrent lease calls for one node never exceed it.
+        """
         if limit <= 0 or not capabilities:
             return [], []
+        return await self.db.run_write(
+            self._lease, node_id, list(capabilities), limit, now, grace_s, capacity
+        )
+
+    async def mark_started(
+        self, node_id: str, held: Sequence[tuple[str, int]], now: float
+    ) -> list[bool]:
+        """leased → running for each (task id, lease token) still current."""
+        return await self.db.run_write(self._mark_started, node_id, held, now)
+
+    async def settle(
+        self, node_id: str | None, outcomes: Sequence[Outcome], now: float, settle: Settle
+    ) -> list[Ack]:
+        """Apply finished attempts. An outcome whose lease is not current is refused."""
+        return await self.db.run_write(self._settle, node_id, outcomes, now, settle)
+
+    async def transition(
+        self, task_id: str, from_states: Sequence[str], values: Row, ev: Event
+    ) -> Row | None:
+        """Set ``values`` if the task is in one of ``from_states``; None when it is not."""
+        return await self.db.run_write(_transition, task_id, from_states, values, ev)
+
+    async def held_by(self, node_id: str) -> list[Row]:
+        return await self.db.run_read(
+            _all,
+            select(tasks.c.id, tasks.c.lease_token, tasks.c.status).where(
+                HELD, tasks.c.node_id == node_id
+            ),
+        )
+
+    async def expired_leases(self, now: float, node_ids: Sequence[str] = ()) -> list[Row]:
+        """Held tasks whose lease ran out, plus every task held by the given nodes."""
+        cond = tasks.c.lease_expires_at < now
+        if node_ids:
+            cond = or_(cond, tasks.c.node_id.in_(list(node_ids)))
+        return await self.db.run_read(
+            _all,
+            select(
+                tasks.c.id, tasks.c.lease_token, tasks.c.node_id, tasks.c.lease_expires_at
+            ).where(HELD, cond),
+        )
+
+    async def count_held(self, node_id: str) -> int:
+        stmt = select(func.count()).select_from(tasks).where(HELD, tasks.c.node_id == node_id)
+        return int(await self.db.run_read(_scalar, stmt) or 0)
+
+    async def next_run_at(self, now: float) -> float | None:
+        stmt = select(func.min(tasks.c.run_at)).where(READY, tasks.c.run_at > now)
+        value = await self.db.run_read(_scalar, stmt)
+        return float(value) if value is not None else None
+
+    async def counts(self) -> list[Row]:
+        return await self.db.run_read(
+            _all,
+            select(tasks.c.status, tasks.c.capability, func.count().label("n")).group_by(
+                tasks.c.status, tasks.c.capability
+            ),
+        )
+
+    # --- result callbacks -------------------------------------------------------------
+
+    async def due_callbacks(self, now: float, limit: int) -> list[Row]:
+        return await self.db.run_read(
+            _all,
+            select(tasks)
+            .where(text("tasks.callback_status = 'pending'"), tasks.c.callback_next_at <= now)
+            .order_by(tasks.c.callback_next_at)
+            .limit(limit),
+        )
+
+    async def record_delivery(self, delivery: Row, values: Row, ev: Event | None) -> None:
+        await self.db.run_write(_record_delivery, delivery, values, ev)
+
+    # --- the transactions -------------------------------------------------------------
+
+    def _insert_many(
+        self, conn: Connection, rows: Sequence[Row], evs: Sequence[Event]
+    ) -> list[tuple[Row, bool]]:
+        keyed = [r for r in rows if r.get("idempotency_key")]
+        existing = _by_keys(conn, keyed) if keyed else {}
+        fresh = [r for r in rows if _key(r) not in existing]
+        created_ids: set[str] = set()
+        if fresh:
+            insert_ = sqlite.insert if self.is_sqlite else postgresql.insert
+            stmt = insert_(tasks).on_conflict_do_nothing().returning(tasks.c.id)
+            created_ids = {r[0] for r in conn.execute(stmt, list(fresh))}
+        lost_race = [r for r in fresh if r["id"] not in created_ids]
+        if lost_race:
+            existing.update(_by_keys(conn, lost_race))
+        event_store.append_sync(conn, [e for e in evs if e.subject_id in created_ids])
+        return [
+            (
+                ({**r, "lease_token": 0, "attempts": 0}, True)
+                if r["id"] in created_ids
+                else (existing[_key(r)], False)
+            )
+            for r in rows
+        ]
+
+    def _lease(
+        self,
+        conn: Connection,
+        node_id: str,
+        capabilities: list[str],
+        limit: int,
+        now: float,
+        grace_s: float,
+        capacity: int | None,
+    ) -> tuple[list[Row], list[Event]]:
+        if capacity is not None:
+            if not self.is_sqlite:
+                # Serialize lease calls of one node (SQLite's write lock already does).
+                conn.execute(select(nodes.c.id).where(nodes.c.id == node_id).with_for_update())
+            held = conn.scalar(
+                select(func.count()).select_from(tasks).where(HELD, tasks.c.node_id == node_id)
+            )
+            limit = min(limit, capacity - int(held or 0))
+            if limit <= 0:
+                return [], []
         pick = (
             select(tasks.c.seq)
-            .where(READY, tasks.c.run_at <= now, tasks.c.capability.in_(list(capabilities)))
+            .where(READY, tasks.c.run_at <= now, tasks.c.capability.in_(capabilities))
             .order_by(tasks.c.priority.desc(), tasks.c.seq)
             .limit(limit)
         )
-        if not self.db.is_sqlite:
+        if not self.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         stmt = (
             update(tasks)
@@ -200,255 +286,209 @@ class TaskStore:
             )
             .returning(*tasks.c)
         )
-        async with self.db.write() as conn:
-            leased = [dict(r._mapping) for r in await conn.execute(stmt)]
-            if not leased:
-                return [], []
-            await conn.execute(
-                insert(task_attempts),
-                [
-                    {
-                        "task_id": t["id"],
-                        "attempt": t["attempts"],
-                        "lease_token": t["lease_token"],
-                        "node_id": node_id,
-                        "leased_at": now,
-                    }
-                    for t in leased
-                ],
-            )
-            evs = [
-                Event(
-                    "task.leased",
-                    "task",
-                    t["id"],
-                    f"node:{node_id}",
-                    {
-                        "attempt": t["attempts"],
-                        "lease_token": t["lease_token"],
-                        "capability": t["capability"],
-                        "wait_s": round(now - t["run_at"], 6),
-                    },
-                    now,
-                )
+        leased = [dict(r._mapping) for r in conn.execute(stmt)]
+        if not leased:
+            return [], []
+        conn.execute(
+            insert(task_attempts),
+            [
+                {
+                    "task_id": t["id"],
+                    "attempt": t["attempts"],
+                    "lease_token": t["lease_token"],
+                    "node_id": node_id,
+                    "leased_at": now,
+                }
                 for t in leased
-            ]
-            await event_store.append(conn, evs)
+            ],
+        )
+        evs = [
+            Event(
+                "task.leased",
+                "task",
+                t["id"],
+                f"node:{node_id}",
+                {
+                    "attempt": t["attempts"],
+                    "lease_token": t["lease_token"],
+                    "capability": t["capability"],
+                    "wait_s": round(now - t["run_at"], 6),
+                },
+                now,
+            )
+            for t in leased
+        ]
+        event_store.append_sync(conn, evs)
+        # RETURNING does not keep the subquery's order.
         leased.sort(key=lambda t: (-t["priority"], t["seq"]))
         return leased, evs
 
-    async def _lock_rows(
-        self, conn: AsyncConnection, ids: Sequence[str], cols: Sequence[Any]
+    def _lock_rows(
+        self, conn: Connection, ids: Sequence[str], cols: Sequence[Any]
     ) -> dict[str, Row]:
-        """Read the rows of ``ids`` for update (SQLite: the write lock already serializes)."""
+        """Read the rows of ``ids`` for update (on SQLite the write lock serializes already)."""
         rows: dict[str, Row] = {}
         for i in range(0, len(ids), 500):
             stmt = select(*cols).where(tasks.c.id.in_(list(ids[i : i + 500])))
-            if not self.db.is_sqlite:
+            if not self.is_sqlite:
                 stmt = stmt.with_for_update()
-            rows.update({r.id: dict(r._mapping) for r in await conn.execute(stmt)})
+            rows.update({r.id: dict(r._mapping) for r in conn.execute(stmt)})
         return rows
 
-    async def mark_started(
-        self, node_id: str, held: Sequence[tuple[str, int]], now: float
+    def _mark_started(
+        self, conn: Connection, node_id: str, held: Sequence[tuple[str, int]], now: float
     ) -> list[bool]:
-        """leased → running for each (task id, lease token) still current.
-
-        Set-based (a read, two updates, one insert) whatever the batch size: a per-row
-        statement costs a driver round trip each, which dominated the hot path.
-        """
+        # Set-based whatever the batch size: a statement per row costs a round trip each.
         cols = (tasks.c.seq, tasks.c.id, tasks.c.status, tasks.c.node_id, tasks.c.lease_token)
-        async with self.db.write() as conn:
-            rows = await self._lock_rows(conn, [t for t, _ in held], cols)
-            accepted = [
-                (r := rows.get(task_id)) is not None
-                and r["status"] == "leased"
-                and r["node_id"] == node_id
-                and r["lease_token"] == token
-                for task_id, token in held
-            ]
-            ok = [(t, tok) for (t, tok), a in zip(held, accepted, strict=True) if a]
-            if ok:
-                await conn.execute(
-                    update(tasks)
-                    .where(tasks.c.seq.in_([rows[t]["seq"] for t, _ in ok]))
-                    .values(status="running", started_at=now, updated_at=now)
+        rows = self._lock_rows(conn, [t for t, _ in held], cols)
+        accepted = [
+            (r := rows.get(task_id)) is not None
+            and r["status"] == "leased"
+            and r["node_id"] == node_id
+            and r["lease_token"] == token
+            for task_id, token in held
+        ]
+        ok = [(t, tok) for (t, tok), a in zip(held, accepted, strict=True) if a]
+        if ok:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.seq.in_([rows[t]["seq"] for t, _ in ok]))
+                .values(status="running", started_at=now, updated_at=now)
+            )
+            conn.execute(
+                update(task_attempts)
+                .where(
+                    task_attempts.c.task_id == bindparam("b_task_id"),
+                    task_attempts.c.lease_token == bindparam("b_token"),
                 )
-                await conn.execute(
-                    update(task_attempts)
-                    .where(
-                        task_attempts.c.task_id == _bind("b_task_id"),
-                        task_attempts.c.lease_token == _bind("b_token"),
-                    )
-                    .values(started_at=now),
-                    [{"b_task_id": t, "b_token": tok} for t, tok in ok],
-                )
-                await event_store.append(
-                    conn,
-                    [Event("task.running", "task", t, f"node:{node_id}", {}, now) for t, _ in ok],
-                )
+                .values(started_at=now),
+                [{"b_task_id": t, "b_token": tok} for t, tok in ok],
+            )
+            event_store.append_sync(
+                conn, [Event("task.running", "task", t, f"node:{node_id}", {}, now) for t, _ in ok]
+            )
         return accepted
 
-    async def settle(
-        self, node_id: str | None, outcomes: Sequence[Outcome], now: float, settle: Settle
+    def _settle(
+        self,
+        conn: Connection,
+        node_id: str | None,
+        outcomes: Sequence[Outcome],
+        now: float,
+        settle: Settle,
     ) -> list[Ack]:
-        """Apply finished attempts. An outcome whose lease is not current is refused."""
+        rows = self._lock_rows(conn, [o.task_id for o in outcomes], list(tasks.c))
         acks: list[Ack] = []
-        async with self.db.write() as conn:
-            rows = await self._lock_rows(conn, [o.task_id for o in outcomes], list(tasks.c))
-            evs: list[Event] = []
-            task_updates: list[Row] = []
-            attempt_updates: list[Row] = []
-            for o in outcomes:
-                row = rows.get(o.task_id)
-                reason = _refusal(row, o, node_id)
-                if reason:
-                    acks.append(Ack(o.task_id, False, reason, row))
-                    continue
-                assert row is not None
-                values, ev = settle(row, o, now)
-                row.update(values)
-                # Every settle writes the same columns so one executemany covers the batch.
-                task_updates.append(
-                    {f"b_{c}": row[c] for c in _SETTLE_COLUMNS} | {"b_seq": row["seq"]}
+        evs: list[Event] = []
+        task_updates: list[Row] = []
+        attempt_updates: list[Row] = []
+        for o in outcomes:
+            row = rows.get(o.task_id)
+            reason = _refusal(row, o, node_id)
+            if reason:
+                acks.append(Ack(o.task_id, False, reason, row))
+                continue
+            assert row is not None
+            values, ev = settle(row, o, now)
+            row.update(values)
+            # Every settle writes the same columns, so one executemany covers the batch.
+            task_updates.append({f"b_{c}": row[c] for c in _SETTLE_COLUMNS} | {"b_seq": row["seq"]})
+            attempt_updates.append(
+                {
+                    "b_task_id": o.task_id,
+                    "b_token": row["lease_token"],
+                    "b_finished_at": now,
+                    "b_outcome": o.status,
+                    "b_error": o.error,
+                }
+            )
+            evs.append(ev)
+            acks.append(Ack(o.task_id, True, None, row, ev))
+        if task_updates:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.seq == bindparam("b_seq"))
+                .values({c: bindparam(f"b_{c}") for c in _SETTLE_COLUMNS}),
+                task_updates,
+            )
+            conn.execute(
+                update(task_attempts)
+                .where(
+                    task_attempts.c.task_id == bindparam("b_task_id"),
+                    task_attempts.c.lease_token == bindparam("b_token"),
                 )
-                evs.append(ev)
-                attempt_updates.append(
-                    {
-                        "b_task_id": o.task_id,
-                        "b_token": row["lease_token"],
-                        "b_finished_at": now,
-                        "b_outcome": o.status,
-                        "b_error": o.error,
-                    }
-                )
-                acks.append(Ack(o.task_id, True, None, row, ev))
-            if task_updates:
-                await conn.execute(
-                    update(tasks)
-                    .where(tasks.c.seq == _bind("b_seq"))
-                    .values({c: _bind(f"b_{c}") for c in _SETTLE_COLUMNS}),
-                    task_updates,
-                )
-                await conn.execute(
-                    update(task_attempts)
-                    .where(
-                        task_attempts.c.task_id == _bind("b_task_id"),
-                        task_attempts.c.lease_token == _bind("b_token"),
-                    )
-                    .values(
-                        finished_at=_bind("b_finished_at"),
-                        outcome=_bind("b_outcome"),
-                        error=_bind("b_error"),
-                    ),
-                    attempt_updates,
-                )
-            await event_store.append(conn, evs)
+                .values(
+                    finished_at=bindparam("b_finished_at"),
+                    outcome=bindparam("b_outcome"),
+                    error=bindparam("b_error"),
+                ),
+                attempt_updates,
+            )
+            event_store.append_sync(conn, evs)
         return acks
 
-    async def held_by(self, node_id: str) -> list[Row]:
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(tasks.c.id, tasks.c.lease_token, tasks.c.status).where(
-                    HELD, tasks.c.node_id == node_id
-                )
-            )
-            return [dict(r._mapping) for r in res]
 
-    async def expired_leases(self, now: float, node_ids: Sequence[str] = ()) -> list[Row]:
-        """Held tasks whose lease ran out, plus every task held by the given nodes."""
-        cond = tasks.c.lease_expires_at < now
-        if node_ids:
-            cond = or_(cond, tasks.c.node_id.in_(list(node_ids)))
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(
-                    tasks.c.id, tasks.c.lease_token, tasks.c.node_id, tasks.c.lease_expires_at
-                ).where(HELD, cond)
-            )
-            return [dict(r._mapping) for r in res]
+def _get(conn: Connection, task_id: str) -> Row | None:
+    row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    return dict(row._mapping) if row else None
 
-    async def count_held(self, node_id: str) -> int:
-        async with self.db.read() as conn:
-            n = await conn.scalar(
-                select(func.count()).select_from(tasks).where(HELD, tasks.c.node_id == node_id)
-            )
-        return int(n or 0)
 
-    async def next_run_at(self, now: float) -> float | None:
-        async with self.db.read() as conn:
-            value = await conn.scalar(
-                select(func.min(tasks.c.run_at)).where(READY, tasks.c.run_at > now)
-            )
-        return float(value) if value is not None else None
+def _all(conn: Connection, stmt: Any) -> list[Row]:
+    return [dict(r._mapping) for r in conn.execute(stmt)]
 
-    async def has_ready(self, now: float) -> bool:
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(select(tasks.c.seq).where(READY, tasks.c.run_at <= now).limit(1))
-            ).first()
-        return row is not None
 
-    async def transition(
-        self, task_id: str, from_states: Sequence[str], values: Row, ev: Event
-    ) -> Row | None:
-        """Set ``values`` if the task is in one of ``from_states``; None when it is not."""
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id, tasks.c.status.in_(list(from_states)))
-                .values(**values)
-                .returning(*tasks.c)
-            )
-            row = res.first()
-            if row is None:
-                return None
-            if "lease_token" in values or values.get("status") == "cancelled":
-                await conn.execute(
-                    update(task_attempts)
-                    .where(task_attempts.c.task_id == task_id, task_attempts.c.outcome == "running")
-                    .values(outcome="cancelled", finished_at=values.get("updated_at"))
-                )
-            await event_store.append(conn, [ev])
-            return dict(row._mapping)
+def _scalar(conn: Connection, stmt: Any) -> Any:
+    return conn.scalar(stmt)
 
-    async def counts(self) -> list[Row]:
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(tasks.c.status, tasks.c.capability, func.count().label("n")).group_by(
-                    tasks.c.status, tasks.c.capability
-                )
-            )
-            return [dict(r._mapping) for r in res]
 
-    # --- result callbacks -------------------------------------------------------------
+def _page(conn: Connection, page: Any, count: Any) -> tuple[list[Row], int]:
+    return _all(conn, page), int(conn.scalar(count) or 0)
 
-    async def due_callbacks(self, now: float, limit: int) -> list[Row]:
-        async with self.db.read() as conn:
-            res = await conn.execute(
-                select(tasks)
-                .where(text("tasks.callback_status = 'pending'"), tasks.c.callback_next_at <= now)
-                .order_by(tasks.c.callback_next_at)
-                .limit(limit)
-            )
-            return [dict(r._mapping) for r in res]
 
-    async def record_delivery(self, delivery: Row, values: Row, ev: Event | None) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(insert(callback_deliveries), [delivery])
-            await conn.execute(
-                update(tasks).where(tasks.c.id == delivery["task_id"]).values(**values)
-            )
-            if ev is not None:
-                await event_store.append(conn, [ev])
+def _by_keys(conn: Connection, rows: Sequence[Row]) -> dict[tuple[str, str], Row]:
+    conds = [
+        and_(tasks.c.owner_id == r["owner_id"], tasks.c.idempotency_key == r["idempotency_key"])
+        for r in rows
+    ]
+    found: dict[tuple[str, str], Row] = {}
+    for i in range(0, len(conds), 200):
+        for row in conn.execute(select(tasks).where(or_(*conds[i : i + 200]))):
+            m = dict(row._mapping)
+            found[_key(m)] = m
+    return found
+
+
+def _transition(
+    conn: Connection, task_id: str, from_states: Sequence[str], values: Row, ev: Event
+) -> Row | None:
+    row = conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.status.in_(list(from_states)))
+        .values(**values)
+        .returning(*tasks.c)
+    ).first()
+    if row is None:
+        return None
+    if values.get("status") in ("cancelled", "pending"):
+        # A cancelled or re-queued task's open attempt is over.
+        conn.execute(
+            update(task_attempts)
+            .where(task_attempts.c.task_id == task_id, task_attempts.c.outcome == "running")
+            .values(outcome="cancelled", finished_at=values.get("updated_at"))
+        )
+    event_store.append_sync(conn, [ev])
+    return dict(row._mapping)
+
+
+def _record_delivery(conn: Connection, delivery: Row, values: Row, ev: Event | None) -> None:
+    conn.execute(insert(callback_deliveries), [delivery])
+    conn.execute(update(tasks).where(tasks.c.id == delivery["task_id"]).values(**values))
+    if ev is not None:
+        event_store.append_sync(conn, [ev])
 
 
 def _key(row: Row) -> tuple[str, str]:
     return (row.get("owner_id") or "", row.get("idempotency_key") or "")
-
-
-def _bind(name: str) -> Any:
-    return bindparam(name)
 
 
 def _refusal(row: Row | None, o: Outcome, node_id: str | None) -> str | None:

@@ -72,11 +72,9 @@ class AgentService:
         capacity = node_rules.effective_capacity(current)
         deadline = time.monotonic() + wait_s
         while True:
-            free = capacity - await self.tasks.store.count_held(node["id"])
-            if free > 0:
-                leased = await self.tasks.lease(node["id"], caps, min(free, max_tasks))
-                if leased:
-                    return [as_lease(t) for t in leased]
+            leased = await self.tasks.lease(node["id"], caps, max_tasks, capacity)
+            if leased:
+                return [as_lease(t) for t in leased]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []

@@ -132,10 +132,18 @@ class TaskService:
 
     # --- the worker side ---------------------------------------------------------------
 
-    async def lease(self, node_id: str, capabilities: Sequence[str], limit: int) -> list[Row]:
+    async def lease(
+        self,
+        node_id: str,
+        capabilities: Sequence[str],
+        limit: int,
+        capacity: int | None = None,
+    ) -> list[Row]:
+        """Lease up to ``limit`` tasks (and, with ``capacity``, no more than the node's
+        free slots as counted in the database)."""
         now = time.time()
         leased, evs = await self.store.lease(
-            node_id, capabilities, limit, now, self.policy.lease_grace_s
+            node_id, capabilities, limit, now, self.policy.lease_grace_s, capacity
         )
         self.bus.publish(evs)
         return leased

@@ -8,8 +8,17 @@ Write a handler::
     async def greet(ctx: TaskContext, payload: dict) -> dict:
         return {"hello": payload["name"]}
 
-and start ``zhongshu worker --handlers my_package.handlers``. ``Worker`` (the process) is
-imported lazily so that handler modules do not pull in Socket.IO and httpx.
+and start ``zhongshu worker --handlers my_package.handlers`` (or declare the module in the
+``zhongshu.handlers`` entry-point group of your package). Sync handlers run in a thread.
+Raise ``PermanentFailure`` for a failure retrying cannot fix.
+
+In Python::
+
+    worker = Worker("http://127.0.0.1:8001", key, secret, journal_path="w.db",
+                    registry=HandlerRegistry.from_config(["my_package.handlers"]))
+    await worker.run()  # until worker.request_stop()
+
+``Worker`` is imported lazily so that handler modules do not pull in Socket.IO.
 """
 
 from __future__ import annotations
