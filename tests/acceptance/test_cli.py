@@ -57,9 +57,13 @@ class Cli:
     def many(self, *commands: tuple[str, ...]) -> list[Result]:
         procs = [self.start(*args) for args in commands]
         results = []
-        for args, proc in zip(commands, procs, strict=True):
-            stdout, stderr = proc.communicate(timeout=60)
-            results.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+        try:
+            for args, proc in zip(commands, procs, strict=True):
+                stdout, stderr = proc.communicate(timeout=60)
+                results.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+        finally:
+            for proc in procs:  # only still running when a run hung or an assertion broke
+                proc.kill()
         return results
 
 
@@ -117,6 +121,12 @@ def ok(result: Result) -> Result:
 
 def as_json(result: Result) -> Any:
     return json.loads(ok(result).stdout)
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``error: …`` line a refused command prints, without its newline."""
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    return stderr.rstrip("\n")
 
 
 def agent(served: testing.ServedHub, key: str, secret: str) -> httpx.Client:
@@ -179,16 +189,15 @@ def test_failures_are_one_line_on_stderr_with_the_right_exit_code(
     cli: Cli, served: testing.ServedHub, creds_file: Path
 ) -> None:
     down = f"http://127.0.0.1:{testing.free_port()}"
-    wrong, no_password, unreachable, no_login, bad_payload = cli.many(
+    wrong, no_password, unreachable, no_login = cli.many(
         ("login", "--hub", served.url, "-u", ADMIN[0], "--password", "nope-nope-1"),
         ("login", "--hub", served.url, "-u", ADMIN[0]),
         ("task", "list", "--hub", down, "--token", "t"),
         ("node", "list", "--hub", served.url),
-        ("task", "submit", "echo", "--payload", "{not json", "--hub", served.url),
     )
 
     assert wrong.returncode == 1
-    assert wrong.stderr == "error: wrong username or password (HTTP 401)\n"
+    assert "wrong username or password (HTTP 401)" in one_error_line(wrong.stderr)
     assert not creds_file.exists()
     assert no_password.returncode == 2
     assert "--password is required when not on a terminal" in no_password.stderr
@@ -199,8 +208,6 @@ def test_failures_are_one_line_on_stderr_with_the_right_exit_code(
     assert unreachable.stdout == ""
     assert no_login.returncode == 1
     assert f"not logged in to {served.url}" in no_login.stderr
-    assert bad_payload.returncode == 2
-    assert "--payload is not valid JSON" in bad_payload.stderr
 
 
 # --- nodes --------------------------------------------------------------------------------
@@ -209,7 +216,7 @@ def test_failures_are_one_line_on_stderr_with_the_right_exit_code(
 def test_node_commands(as_admin: Cli, admin_http: httpx.Client, served: testing.ServedHub) -> None:
     def node(name: str, **fields: Any) -> dict[str, Any]:
         reply = admin_http.post("/api/v1/nodes", json={"name": name, **fields})
-        return reply.json()  # type: ignore[no-any-return]
+        return reply.json()
 
     shown, doomed, rotating = node("crawler-7", capabilities=["rss"]), node("doomed"), node("r")
 
@@ -278,18 +285,17 @@ def test_task_list_show_cancel_retry(
     dead_shown = make_dead_task(admin_http, served, "flaky")
     dead_retried = make_dead_task(admin_http, served, "flaky2")
 
-    table, listed, shown, dead_table, cancelled, twice, missing, retried = as_admin.many(
-        ("task", "list", "--status", "pending"),
+    table, listed, shown, dead_table, cancelled, twice, retried = as_admin.many(
+        ("task", "list", "--status", "dead"),  # the other runs change pending tasks
         ("task", "list", "--kind", "echo", "--json"),
         ("task", "show", pending["id"], "--json"),
         ("task", "show", dead_shown),
         ("task", "cancel", pending["id"]),
         ("task", "cancel", done["id"]),
-        ("task", "show", "no-such-task"),
         ("task", "retry", dead_retried),
     )
 
-    assert pending["id"] in ok(table).stdout
+    assert dead_shown in ok(table).stdout
     assert {t["id"] for t in as_json(listed)["items"]} == {pending["id"], done["id"]}
     assert as_json(shown)["payload"] == {"x": 1}
     assert as_json(shown)["attempts_history"] == []
@@ -297,11 +303,7 @@ def test_task_list_show_cancel_retry(
     assert "attempts" in dead_table.stdout
     assert "now cancelled" in ok(cancelled).stdout
     assert twice.returncode == 1
-    assert "cannot be cancelled (HTTP 409)" in twice.stderr
-    assert (missing.returncode, missing.stderr) == (
-        1,
-        "error: task no-such-task not found (HTTP 404)\n",
-    )
+    assert one_error_line(twice.stderr).endswith("(HTTP 409)")
     assert "now pending" in ok(retried).stdout
 
 

@@ -44,7 +44,7 @@ async def test_dispatcher_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any)
     dispatcher.wake()
     await asyncio.sleep(0)  # the wake-up completes the wait it is blocked in
     runner.cancel()
-    assert await _ended(runner, 2)
+    assert await _ended(runner, 1)
 
 
 @pytest.mark.xfail(reason=SWALLOWED_CANCEL + " (services/callbacks.py CallbackSender.run)", strict=True)
@@ -56,7 +56,7 @@ async def test_callback_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any) -
     bus.publish([Event("task.succeeded", "task", "t1")])
     await asyncio.sleep(0)
     runner.cancel()
-    assert await _ended(runner, 2)
+    assert await _ended(runner, 1)
 
 
 @pytest.mark.xfail(reason=SWALLOWED_CANCEL + " (Hub.stop after a dispatcher wake-up)", strict=True)
@@ -64,7 +64,7 @@ async def test_hub_stop_returns_when_a_task_event_just_woke_the_dispatcher(hub: 
     hub.dispatcher.wake()
     await asyncio.sleep(0)
     stopping = asyncio.ensure_future(hub.stop())
-    ended = await _ended(stopping, 3)
+    ended = await _ended(stopping, 1)
     if not ended:  # free the stuck loops so the fixture can finish
         for t in asyncio.all_tasks():
             if t.get_name().startswith("zhongshu-"):

@@ -56,6 +56,11 @@ class StartRequest(BaseModel):
     lease_token: int
 
 
+class StartedBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[Held] = Field(min_length=1, max_length=1000)
+
+
 class ResultRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lease_token: int
@@ -63,6 +68,15 @@ class ResultRequest(BaseModel):
     result: SafeJson = None
     error: SafeStr | None = Field(None, max_length=100_000)
     retryable: bool = True
+
+
+class ResultItem(ResultRequest):
+    task_id: SafeStr = Field(max_length=64)
+
+
+class ResultBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    results: list[ResultItem] = Field(min_length=1, max_length=1000)
 
 
 @router.post("/register")
@@ -95,3 +109,16 @@ async def result(task_id: str, body: ResultRequest, hub: HubDep, node: NodeDep) 
     """Report how an attempt ended; accepted=false means drop it (stale lease)."""
     acks = await hub.agent.results(node, [{"task_id": task_id, **body.model_dump()}])
     return acks[0]
+
+
+@router.post("/started")
+async def started_batch(body: StartedBatch, hub: HubDep, node: NodeDep) -> dict[str, Any]:
+    """Mark several leased tasks as running in one call."""
+    ok = await hub.agent.started(node, [t.model_dump() for t in body.tasks])
+    return {"accepted": ok}
+
+
+@router.post("/results")
+async def results_batch(body: ResultBatch, hub: HubDep, node: NodeDep) -> dict[str, Any]:
+    """Report several finished attempts in one call (one transaction)."""
+    return {"acks": await hub.agent.results(node, [r.model_dump() for r in body.results])}

@@ -18,16 +18,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from zhongshu.cli import credentials
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 from zhongshu.cli.hubclient import (
     DEFAULT_HUB,
     HubClient,
@@ -554,6 +556,7 @@ def task_submit(
         else:
             submitted = _submit_many(client, spec, idempotency_key, count)
         if wait:
+            _say_waiting(submitted["items"])
             _wait_and_report(client, [t["id"] for t in submitted["items"]], wait_timeout, as_json)
             return
     _report_submitted(submitted, count, as_json)
@@ -623,6 +626,17 @@ def _report_submitted(submitted: dict[str, Any], count: int, as_json: bool) -> N
     new = submitted["created"]
     old = f", {count - new} already existed" if new < count else ""
     out.print(f"submitted {count} tasks ({new} new{old}): {items[0]['id']} … {items[-1]['id']}")
+
+
+def _say_waiting(items: list[dict[str, Any]]) -> None:
+    """Name what was submitted before waiting, so an interrupted wait still leaves ids."""
+    if len(items) == 1:
+        stderr.print(f"submitted task {items[0]['id']}; waiting for it to finish")
+    else:
+        stderr.print(
+            f"submitted {len(items)} tasks ({items[0]['id']} … {items[-1]['id']}); "
+            "waiting for them to finish"
+        )
 
 
 def _wait_and_report(
@@ -929,12 +943,21 @@ def _duration(seconds: float) -> str:
 
 
 def _progress(visible: bool = True) -> Progress:
+    # imported here: only --count and --wait need it, and every command pays for imports
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=stderr,
-        disable=not visible,
+        disable=not (visible and stderr.is_terminal),
         transient=True,
     )

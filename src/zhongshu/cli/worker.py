@@ -67,7 +67,7 @@ def worker(
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
     report_fast_starts: bool = typer.Option(
-        True,
+        False,
         "--report-fast-starts/--skip-fast-starts",
         help="Send worker:task:started also for tasks that finish within one loop tick "
         "(skipping saves the hub one write per short task).",

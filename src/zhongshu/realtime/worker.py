@@ -41,6 +41,9 @@ def _error(exc: Exception) -> dict[str, Any]:
 
 
 def install(sio: socketio.AsyncServer, hub: Hub) -> None:
+    # node id -> sid of its live connection (in this process).
+    connected: dict[str, str] = {}
+
     async def node_of(sid: str) -> dict[str, Any]:
         session = await sio.get_session(sid, namespace=NS)
         return session["node"]  # type: ignore[no-any-return]
@@ -52,11 +55,21 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
             node = await hub.nodes.authenticate(key, secret)
         except errors.ZhongshuError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
+        if node["id"] in connected:
+            # Two processes on one key pair would share leases but not journals, so a task
+            # could run twice. (A killed process's socket closes at once, so a restart works.)
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"node {node['id']} is already connected; give each worker process its own key pair"
+            )
+        connected[node["id"]] = sid
         await sio.save_session(sid, {"node": node}, namespace=NS)
 
     @sio.on("disconnect", namespace=NS)
     async def disconnect(sid: str, *args: Any) -> None:
         session = await sio.get_session(sid, namespace=NS)
+        node = session.get("node")
+        if node is not None and connected.get(node["id"]) == sid:
+            del connected[node["id"]]
         node_session = session.get("dispatch")
         if node_session is not None:
             hub.dispatcher.detach(node_session.node_id, node_session)

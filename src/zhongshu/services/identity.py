@@ -141,6 +141,8 @@ def check_password_strength(password: str, username: str = "") -> None:
         raise errors.InvalidInput("password: must be at least 8 characters")
     if len(password) > 256:
         raise errors.InvalidInput("password: must be at most 256 characters")
+    if password.lower() in _COMMON_PASSWORDS:
+        raise errors.InvalidInput("password: this is a well-known password; choose another")
     kinds = sum(
         [
             any(c.islower() for c in password),
@@ -153,8 +155,6 @@ def check_password_strength(password: str, username: str = "") -> None:
         raise errors.InvalidInput(
             "password: mix at least two of lower case, upper case, digits and symbols"
         )
-    if password.lower() in _COMMON_PASSWORDS:
-        raise errors.InvalidInput("password: this is a well-known password; choose another")
     if username and username.lower() == password.lower():
         raise errors.InvalidInput("password: must not be the username")
     if len(set(password)) < 4:

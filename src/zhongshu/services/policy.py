@@ -120,6 +120,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", f"{V1}/agent/lease"): NODE,
     ("POST", f"{V1}/agent/tasks/{{task_id}}/start"): NODE,
     ("POST", f"{V1}/agent/tasks/{{task_id}}/result"): NODE,
+    ("POST", f"{V1}/agent/started"): NODE,
+    ("POST", f"{V1}/agent/results"): NODE,
 }
 
 

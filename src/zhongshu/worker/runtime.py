@@ -118,7 +118,7 @@ class Worker:
         result_linger_s: float = 0.0,
         max_inflight_batches: int = 8,
         http_wait_s: float = 20.0,
-        report_fast_starts: bool = True,
+        report_fast_starts: bool = False,
     ) -> None:
         assert concurrency >= 1, "concurrency must be at least 1"
         assert transport in ("socketio", "http"), f"unknown transport {transport!r}"

@@ -349,39 +349,35 @@ class HttpTransport(Transport):
                 self.worker.revoke(ack["revoke"], "heartbeat")
 
     async def send_started(self, items: list[dict[str, Any]]) -> None:
+        task = asyncio.create_task(self._post_started(items))
         for item in items:
-            self._starts[item["task_id"]] = asyncio.create_task(self._post_start(item))
+            self._starts[item["task_id"]] = task
 
-    async def _post_start(self, item: dict[str, Any]) -> None:
+    async def _post_started(self, items: list[dict[str, Any]]) -> None:
         try:
-            await self._post(
-                f"/api/v1/agent/tasks/{item['task_id']}/start",
-                {"lease_token": item["lease_token"]},
-            )
+            await self._post("/api/v1/agent/started", {"tasks": items})
         except HubUnavailable:
             pass  # the result still settles the task
         finally:
-            self._starts.pop(item["task_id"], None)
+            for item in items:
+                self._starts.pop(item["task_id"], None)
 
     async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
         if not self.connected:
             return None
-        replies = await asyncio.gather(
-            *(self._post_result(r) for r in results), return_exceptions=True
-        )
-        acks = [reply for reply in replies if isinstance(reply, dict)]
-        return acks if acks or not results else None
-
-    async def _post_result(self, result: Result) -> dict[str, Any]:
-        start = self._starts.get(result.task_id)
-        if start is not None:
-            # The hub expects start before result; a start still in flight goes first.
-            await asyncio.wait([start])
-        body = result.to_wire()
-        task_id = body.pop("task_id")
-        ack = await self._post(f"/api/v1/agent/tasks/{task_id}/result", body)
-        ack.setdefault("task_id", task_id)
-        return ack
+        # The hub expects a start before its result; starts still in flight go first.
+        pending = {self._starts[r.task_id] for r in results if r.task_id in self._starts}
+        if pending:
+            await asyncio.wait(pending)
+        try:
+            reply = await self._post(
+                "/api/v1/agent/results", {"results": [r.to_wire() for r in results]}
+            )
+        except HubUnavailable as exc:
+            logger.warning("sending %d results failed: %s", len(results), exc)
+            return None
+        acks = reply.get("acks")
+        return acks if isinstance(acks, list) else None
 
     async def _post(
         self, path: str, body: dict[str, Any], timeout_s: float | None = None
