@@ -62,9 +62,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for(
-    check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05
-) -> T:
+def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

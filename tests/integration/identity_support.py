@@ -43,7 +43,9 @@ async def make_user(
 ) -> Actor:
     """Create a user through the admin API (``client`` acts as admin) and log them in."""
     name = name or f"{role}-{next(_names)}"
-    r = await client.post("/api/v1/users", json={"username": name, "password": PASSWORD, "role": role})
+    r = await client.post(
+        "/api/v1/users", json={"username": name, "password": PASSWORD, "role": role}
+    )
     assert r.status_code == 201, r.text
     tokens = await login(client, name, PASSWORD)
     return Actor(
@@ -55,7 +57,9 @@ async def make_user(
     )
 
 
-async def confirm(client: httpx.AsyncClient, headers: dict[str, str], password: str) -> dict[str, str]:
+async def confirm(
+    client: httpx.AsyncClient, headers: dict[str, str], password: str
+) -> dict[str, str]:
     """Headers plus a fresh X-Confirm-Token for the caller."""
     r = await client.post("/api/v1/auth/confirm", json={"password": password}, headers=headers)
     assert r.status_code == 200, r.text
@@ -68,7 +72,9 @@ async def make_key(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Create an API key as the caller; returns it and the headers that use it."""
     r = await client.post(
-        "/api/v1/api-keys", json={"name": fields.pop("name", "k"), "scopes": scopes, **fields}, headers=headers
+        "/api/v1/api-keys",
+        json={"name": fields.pop("name", "k"), "scopes": scopes, **fields},
+        headers=headers,
     )
     assert r.status_code == 201, r.text
     body = r.json()

@@ -50,7 +50,7 @@ async def test_metrics_count_tasks_by_state_and_dispatch_latency(
     text = r.text
     states: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
-        m = re.match(r'^zhongshu_tasks\{(.*)\} (\S+)$', line)
+        m = re.match(r"^zhongshu_tasks\{(.*)\} (\S+)$", line)
         if m:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
             states[(labels["state"], labels["capability"])] = float(m.group(2))
@@ -63,10 +63,14 @@ async def test_metrics_count_tasks_by_state_and_dispatch_latency(
     assert _sample(text, "zhongshu_dispatch_latency_seconds_bucket", le="+Inf") == 2
 
 
-async def test_metrics_count_completions_and_failures(client: httpx.AsyncClient) -> None:
+async def test_metrics_follow_completions_failures_and_emptied_states(
+    client: httpx.AsyncClient,
+) -> None:
     agent = await create_agent(client)
+    await create_agent(client, register=None)  # never online
     await submit(client)
     await submit(client, max_attempts=2)
+    cancelled = await submit(client, kind="spare")
     ok, bad = await agent.lease(max_tasks=2)
     await agent.result(ok)
     await agent.result(bad, "failed", error="x")
@@ -74,20 +78,9 @@ async def test_metrics_count_completions_and_failures(client: httpx.AsyncClient)
     assert _sample(text, "zhongshu_tasks_completed_total", capability="echo") == 1
     assert _sample(text, "zhongshu_tasks_failed_total", capability="echo", final="false") == 1
     assert _sample(text, "zhongshu_tasks", state="failed", capability="echo") == 1
-
-
-async def test_metrics_drop_states_that_emptied(client: httpx.AsyncClient) -> None:
-    t = await submit(client)
-    text = (await client.get("/metrics")).text
-    assert _sample(text, "zhongshu_tasks", state="pending", capability="echo") == 1
-    await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    text = (await client.get("/metrics")).text
-    assert _sample(text, "zhongshu_tasks", state="pending", capability="echo") is None
-    assert _sample(text, "zhongshu_tasks", state="cancelled", capability="echo") == 1
-
-
-async def test_metrics_show_online_nodes(client: httpx.AsyncClient) -> None:
-    await create_agent(client)
-    await create_agent(client, register=None)
-    text = (await client.get("/metrics")).text
+    assert _sample(text, "zhongshu_tasks", state="pending", capability="spare") == 1
     assert _sample(text, "zhongshu_nodes_online") == 1
+    await client.post(f"/api/v1/tasks/{cancelled['id']}/cancel")
+    text = (await client.get("/metrics")).text
+    assert _sample(text, "zhongshu_tasks", state="pending", capability="spare") is None
+    assert _sample(text, "zhongshu_tasks", state="cancelled", capability="spare") == 1

@@ -8,7 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import Agent, create_agent, fast_passwords, get_task, submit, ts, user_headers  # noqa: F401
+from helpers import (  # noqa: F401
+    Agent,
+    create_agent,
+    fast_passwords,
+    get_task,
+    submit,
+    task_events,
+    ts,
+    user_headers,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,26 +54,18 @@ async def test_submit_returns_201_with_the_stored_task(client: httpx.AsyncClient
     assert t["node_id"] is None and t["result"] is None and t["error"] is None
     assert before - 1 <= ts(t["run_at"]) <= time.time() + 1
     assert t["owner_id"]
+    defaults = await submit(client, kind="crawl", capability="http.fetch")
+    assert defaults["capability"] == "http.fetch"
+    assert (defaults["max_attempts"], defaults["timeout_s"], defaults["payload"]) == (3, 300.0, {})
 
 
-async def test_submit_fills_defaults_and_keeps_explicit_capability(
+async def test_submit_with_delay_or_run_at_sets_when_it_may_run(
     client: httpx.AsyncClient,
 ) -> None:
-    t = await submit(client, kind="crawl", capability="http.fetch")
-    assert t["capability"] == "http.fetch"
-    assert t["max_attempts"] == 3
-    assert t["timeout_s"] == 300.0
-    assert t["payload"] == {}
-
-
-async def test_submit_with_delay_sets_run_at_in_the_future(client: httpx.AsyncClient) -> None:
-    t = await submit(client, delay_s=60)
-    assert ts(t["run_at"]) > time.time() + 55
-
-
-async def test_submit_with_run_at_keeps_the_given_instant(client: httpx.AsyncClient) -> None:
-    t = await submit(client, run_at="2030-01-01T08:00:00+08:00")
-    assert t["run_at"] == "2030-01-01T00:00:00Z"
+    delayed = await submit(client, delay_s=60)
+    assert ts(delayed["run_at"]) > time.time() + 55
+    timed = await submit(client, run_at="2030-01-01T08:00:00+08:00")
+    assert timed["run_at"] == "2030-01-01T00:00:00Z"
 
 
 # --- idempotency --------------------------------------------------------------------------
@@ -84,13 +85,17 @@ async def test_repeated_idempotency_key_returns_the_first_task_with_200(
     assert again["payload"] == {"n": 1}
     listed = (await client.get("/api/v1/tasks")).json()
     assert listed["total"] == 1
+    assert await task_events(client, first["id"]) == ["task.submitted"]
 
 
 async def test_concurrent_submits_with_one_key_create_one_task(
     client: httpx.AsyncClient,
 ) -> None:
     replies = await asyncio.gather(
-        *[client.post("/api/v1/tasks", json={"kind": "echo", "idempotency_key": "k"}) for _ in range(8)]
+        *[
+            client.post("/api/v1/tasks", json={"kind": "echo", "idempotency_key": "k"})
+            for _ in range(8)
+        ]
     )
     assert sorted(r.status_code for r in replies) == [200] * 7 + [201]
     assert len({r.json()["id"] for r in replies}) == 1
@@ -161,17 +166,12 @@ async def test_batch_of_1000_is_accepted_in_order(client: httpx.AsyncClient) -> 
     assert (await client.get("/api/v1/tasks", params={"limit": 1})).json()["total"] == 1000
 
 
-async def test_batch_of_1001_is_refused_naming_tasks(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v1/tasks/batch", json={"tasks": [{"kind": "echo"}] * 1001})
-    assert r.status_code == 422
-    assert "tasks" in r.json()["detail"]
+async def test_batch_of_1001_or_none_is_refused_naming_tasks(client: httpx.AsyncClient) -> None:
+    for tasks in ([{"kind": "echo"}] * 1001, []):
+        r = await client.post("/api/v1/tasks/batch", json={"tasks": tasks})
+        assert r.status_code == 422, r.text
+        assert "tasks" in r.json()["detail"]
     assert (await client.get("/api/v1/tasks")).json()["total"] == 0
-
-
-async def test_empty_batch_is_refused(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v1/tasks/batch", json={"tasks": []})
-    assert r.status_code == 422
-    assert "tasks" in r.json()["detail"]
 
 
 async def test_batch_with_one_bad_task_stores_nothing(client: httpx.AsyncClient) -> None:
@@ -210,7 +210,8 @@ async def test_list_filters_by_status_kind_capability_and_node(
 
 async def test_list_pages_newest_first_with_a_total(client: httpx.AsyncClient) -> None:
     r = await client.post(
-        "/api/v1/tasks/batch", json={"tasks": [{"kind": "echo", "payload": {"i": i}} for i in range(7)]}
+        "/api/v1/tasks/batch",
+        json={"tasks": [{"kind": "echo", "payload": {"i": i}} for i in range(7)]},
     )
     assert r.status_code == 201
     seen: list[int] = []
@@ -224,16 +225,17 @@ async def test_list_pages_newest_first_with_a_total(client: httpx.AsyncClient) -
     assert beyond["items"] == [] and beyond["total"] == 7
 
 
-@pytest.mark.parametrize(
-    "params",
-    [{"status": "bogus"}, {"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}],
-)
-async def test_list_refuses_bad_query_parameters(
-    client: httpx.AsyncClient, params: dict[str, Any]
-) -> None:
-    r = await client.get("/api/v1/tasks", params=params)
-    assert r.status_code == 422, r.text
-    assert next(iter(params)) in r.json()["detail"]
+async def test_list_refuses_bad_query_parameters(client: httpx.AsyncClient) -> None:
+    for params in (
+        {"status": "bogus"},
+        {"limit": 0},
+        {"limit": 1001},
+        {"offset": -1},
+        {"limit": "x"},
+    ):
+        r = await client.get("/api/v1/tasks", params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert next(iter(params)) in r.json()["detail"]
 
 
 # --- get ----------------------------------------------------------------------------------
@@ -275,107 +277,95 @@ async def _wait_ready(client: httpx.AsyncClient, task_id: str) -> None:
     await wait_until(ready, timeout_s=5)
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/api/v1/tasks/{id}"),
-        ("POST", "/api/v1/tasks/{id}/cancel"),
-        ("POST", "/api/v1/tasks/{id}/retry"),
-    ],
-)
-async def test_unknown_task_is_404(client: httpx.AsyncClient, method: str, path: str) -> None:
-    r = await client.request(method, path.format(id="no-such-task"))
-    assert r.status_code == 404
-    assert "not found" in r.json()["detail"]
+async def test_unknown_task_is_404(client: httpx.AsyncClient) -> None:
+    for method, path in [("GET", ""), ("POST", "/cancel"), ("POST", "/retry")]:
+        r = await client.request(method, f"/api/v1/tasks/no-such-task{path}")
+        assert r.status_code == 404, (path, r.text)
+        assert "not found" in r.json()["detail"]
 
 
 # --- cancel -------------------------------------------------------------------------------
 
 
-async def test_cancel_pending_task_makes_it_cancelled_and_unleasable(
+async def test_cancel_unfinished_task_ends_it_for_good(
     client: httpx.AsyncClient, agent: Agent
 ) -> None:
-    t = await submit(client)
-    r = await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "cancelled"
-    assert r.json()["finished_at"] is not None
-    assert await agent.lease() == []
-    assert (await get_task(client, t["id"]))["status"] == "cancelled"
-
-
-async def test_cancel_leased_task_refuses_the_late_result(
-    client: httpx.AsyncClient, agent: Agent
-) -> None:
-    t = await submit(client)
+    failed = await submit(client, max_attempts=3)
+    await _finish(agent, "failed", error="x")
+    leased = await submit(client)
     (lease,) = await agent.lease()
-    assert (await client.post(f"/api/v1/tasks/{t['id']}/cancel")).status_code == 200
-    ack = await agent.result(lease)
-    assert ack["accepted"] is False
-    got = await get_task(client, t["id"])
+    pending = await submit(client)
+    for t in (pending, leased, failed):
+        r = await client.post(f"/api/v1/tasks/{t['id']}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled"
+        assert r.json()["finished_at"] is not None
+    # A late result of the leased one is refused; nothing is leased again, not even the
+    # failed one whose retry time passes.
+    assert (await agent.result(lease))["accepted"] is False
+    assert await agent.lease(max_tasks=5, wait_s=0.3) == []
+    got = await get_task(client, leased["id"])
     assert got["status"] == "cancelled" and got["result"] is None
 
 
-async def test_cancel_failed_task_stops_its_retries(client: httpx.AsyncClient, agent: Agent) -> None:
-    t = await submit(client, max_attempts=3)
-    await _finish(agent, "failed", error="x")
-    r = await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    assert await agent.lease(wait_s=0.3) == []
-
-
-@pytest.mark.parametrize("final", ["succeeded", "cancelled", "dead"])
-async def test_cancel_finished_task_is_409(
-    client: httpx.AsyncClient, agent: Agent, final: str
-) -> None:
-    t = await submit(client, max_attempts=1)
-    if final == "cancelled":
-        await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    else:
-        await _finish(agent, "succeeded" if final == "succeeded" else "failed", error="e")
-    r = await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    assert r.status_code == 409
-    assert final in r.json()["detail"]
-    assert (await get_task(client, t["id"]))["status"] == final
+async def test_cancel_finished_task_is_409(client: httpx.AsyncClient, agent: Agent) -> None:
+    succeeded = await submit(client)
+    await _finish(agent)
+    dead = await submit(client, max_attempts=1)
+    await _finish(agent, "failed", error="e")
+    cancelled = await submit(client)
+    await client.post(f"/api/v1/tasks/{cancelled['id']}/cancel")
+    for t, final in [(succeeded, "succeeded"), (dead, "dead"), (cancelled, "cancelled")]:
+        r = await client.post(f"/api/v1/tasks/{t['id']}/cancel")
+        assert r.status_code == 409, (final, r.text)
+        assert final in r.json()["detail"]
+        assert (await get_task(client, t["id"]))["status"] == final
 
 
 # --- retry --------------------------------------------------------------------------------
 
 
-async def test_retry_dead_task_runs_it_once_more(client: httpx.AsyncClient, agent: Agent) -> None:
-    t = await submit(client, max_attempts=1)
+async def test_retry_makes_a_failed_or_dead_task_ready_now(
+    client: httpx.AsyncClient, agent: Agent
+) -> None:
+    dead = await submit(client, max_attempts=1)
     await _finish(agent, "failed", error="e")
-    assert (await get_task(client, t["id"]))["status"] == "dead"
-    r = await client.post(f"/api/v1/tasks/{t['id']}/retry")
+    failed = await submit(client, max_attempts=3, priority=-1)
+    await _finish(agent, "failed", error="e")
+    assert (await get_task(client, dead["id"]))["status"] == "dead"
+    assert (await get_task(client, failed["id"]))["status"] == "failed"
+
+    r = await client.post(f"/api/v1/tasks/{dead['id']}/retry")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "pending"
-    assert r.json()["max_attempts"] == 2
-    (lease,) = await agent.lease()
-    assert (lease["attempt"], lease["lease_token"]) == (2, 2)
-    assert (await agent.result(lease))["accepted"]
-    assert (await get_task(client, t["id"]))["status"] == "succeeded"
-
-
-async def test_retry_failed_task_makes_it_ready_now(client: httpx.AsyncClient, agent: Agent) -> None:
-    t = await submit(client, max_attempts=3)
-    await _finish(agent, "failed", error="e")
-    r = await client.post(f"/api/v1/tasks/{t['id']}/retry")
+    assert r.json()["max_attempts"] == 2  # a dead task gets one more attempt
+    r = await client.post(f"/api/v1/tasks/{failed['id']}/retry")
     assert r.status_code == 200 and r.json()["status"] == "pending"
     assert ts(r.json()["run_at"]) <= time.time()
-    assert [x["id"] for x in await agent.lease()] == [t["id"]]
+
+    first, second = await agent.lease(max_tasks=2)
+    assert (first["id"], first["attempt"], first["lease_token"]) == (dead["id"], 2, 2)
+    assert second["id"] == failed["id"]
+    assert (await agent.result(first))["accepted"]
+    assert (await get_task(client, dead["id"]))["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("state", ["pending", "leased", "succeeded", "cancelled"])
 async def test_retry_of_a_task_that_is_not_failed_or_dead_is_409(
-    client: httpx.AsyncClient, agent: Agent, state: str
+    client: httpx.AsyncClient, agent: Agent
 ) -> None:
-    t = await submit(client)
-    if state == "leased":
-        await agent.lease()
-    elif state == "succeeded":
-        await _finish(agent)
-    elif state == "cancelled":
-        await client.post(f"/api/v1/tasks/{t['id']}/cancel")
-    r = await client.post(f"/api/v1/tasks/{t['id']}/retry")
-    assert r.status_code == 409, r.text
-    assert (await get_task(client, t["id"]))["status"] == state
+    succeeded = await submit(client)
+    await _finish(agent)
+    leased = await submit(client)
+    await agent.lease()
+    cancelled = await submit(client)
+    await client.post(f"/api/v1/tasks/{cancelled['id']}/cancel")
+    pending = await submit(client)
+    for t, state in [
+        (pending, "pending"),
+        (leased, "leased"),
+        (succeeded, "succeeded"),
+        (cancelled, "cancelled"),
+    ]:
+        r = await client.post(f"/api/v1/tasks/{t['id']}/retry")
+        assert r.status_code == 409, (state, r.text)
+        assert (await get_task(client, t["id"]))["status"] == state

@@ -30,13 +30,15 @@ async def strict(
 
 
 async def _login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
-    return await client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    return await client.post(
+        "/api/v1/auth/login", json={"username": username, "password": password}
+    )
 
 
 async def test_login_failures_lock_the_username_then_recover(
     strict: tuple[Any, httpx.AsyncClient],
 ) -> None:
-    hub, client = strict
+    _, client = strict
     user = await make_user(client)
     for _ in range(3):
         assert (await _login(client, user.username, "Wrong-pass-1")).status_code == 401
@@ -66,7 +68,9 @@ async def test_unknown_and_known_usernames_look_the_same(
     user = await make_user(client)
     known = [await _login(client, user.username, "Wrong-pass-1") for _ in range(4)]
     unknown = [await _login(client, "no-such-user", "Wrong-pass-1") for _ in range(4)]
-    assert [r.status_code for r in known] == [r.status_code for r in unknown] == [401, 401, 401, 429]
+    assert (
+        [r.status_code for r in known] == [r.status_code for r in unknown] == [401, 401, 401, 429]
+    )
     assert known[0].json() == unknown[0].json() == {"detail": "wrong username or password"}
 
 
@@ -101,7 +105,9 @@ async def test_node_secret_guessing_is_limited(strict: tuple[Any, httpx.AsyncCli
     ak = node["credentials"]["access_key"]
     wrong = {"authorization": f"AK-SK {ak}:CS{'x' * 32}"}
     for _ in range(3):
-        assert (await client.post("/api/v1/agent/heartbeat", json={}, headers=wrong)).status_code == 401
+        assert (
+            await client.post("/api/v1/agent/heartbeat", json={}, headers=wrong)
+        ).status_code == 401
     right = {"authorization": node["credentials"]["authorization"]}
     r = await client.post("/api/v1/agent/heartbeat", json={}, headers=right)
     assert r.status_code == 429
@@ -116,7 +122,9 @@ async def test_confirm_failures_are_limited_too(strict: tuple[Any, httpx.AsyncCl
     _, client = strict
     user = await make_user(client)
     for _ in range(3):
-        r = await client.post("/api/v1/auth/confirm", json={"password": "Wrong-pass-1"}, headers=user.headers)
+        r = await client.post(
+            "/api/v1/auth/confirm", json={"password": "Wrong-pass-1"}, headers=user.headers
+        )
         assert r.status_code == 403
     r = await client.post("/api/v1/auth/confirm", json={"password": PASSWORD}, headers=user.headers)
     assert r.status_code == 429

@@ -14,9 +14,13 @@ from identity_support import ADMIN, PASSWORD, audit_rows, confirm, make_key, mak
 
 async def test_logins_are_audited_success_and_failure(client: httpx.AsyncClient) -> None:
     user = await make_user(client)
-    r = await client.post("/api/v1/auth/login", json={"username": user.username, "password": "Wrong-pass-1"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": "Wrong-pass-1"}
+    )
     assert r.status_code == 401
-    r = await client.post("/api/v1/auth/login", json={"username": "ghost", "password": "Wrong-pass-1"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "ghost", "password": "Wrong-pass-1"}
+    )
     assert r.status_code == 401
     rows = await audit_rows(client, action="auth.login")
     outcomes = [(r["outcome"], r["detail"].get("username")) for r in rows]
@@ -73,7 +77,9 @@ async def test_refusals_of_sensitive_operations_are_audited(client: httpx.AsyncC
     user = await make_user(client)
     r = await client.delete(f"/api/v1/users/{user.id}")  # no confirmation
     assert r.status_code == 403
-    r = await client.post("/api/v1/users", json={"username": "x1", "password": PASSWORD}, headers=user.headers)
+    r = await client.post(
+        "/api/v1/users", json={"username": "x1", "password": PASSWORD}, headers=user.headers
+    )
     assert r.status_code == 403
     rows = await audit_rows(client, action="access.denied")
     paths = {(r["detail"]["method"], r["detail"]["path"], r["outcome"]) for r in rows}
@@ -83,16 +89,23 @@ async def test_refusals_of_sensitive_operations_are_audited(client: httpx.AsyncC
 
 async def test_filters_paging_and_export(client: httpx.AsyncClient) -> None:
     for i in range(3):
-        await client.post("/api/v1/auth/login", json={"username": f"nobody{i}", "password": "Wrong-pass-1"})
-    r = await client.get("/api/v1/audit", params={"action": "auth.login", "outcome": "failure", "limit": 2})
+        await client.post(
+            "/api/v1/auth/login", json={"username": f"nobody{i}", "password": "Wrong-pass-1"}
+        )
+    r = await client.get(
+        "/api/v1/audit", params={"action": "auth.login", "outcome": "failure", "limit": 2}
+    )
     body = r.json()
     assert body["total"] == 3 and len(body["items"]) == 2
     assert body["items"][0]["id"] > body["items"][1]["id"]  # newest first
     r = await client.get(
-        "/api/v1/audit", params={"action": "auth.login", "outcome": "failure", "limit": 2, "offset": 2}
+        "/api/v1/audit",
+        params={"action": "auth.login", "outcome": "failure", "limit": 2, "offset": 2},
     )
     assert len(r.json()["items"]) == 1
-    r = await client.get("/api/v1/audit", params={"actor": "anonymous", "since": "2000-01-01T00:00:00Z"})
+    r = await client.get(
+        "/api/v1/audit", params={"actor": "anonymous", "since": "2000-01-01T00:00:00Z"}
+    )
     assert r.json()["total"] >= 3
     r = await client.get("/api/v1/audit", params={"until": "2000-01-01T00:00:00Z"})
     assert r.json()["total"] == 0
@@ -135,7 +148,7 @@ async def test_the_database_refuses_to_change_or_delete_audit_rows(
             await conn.execute(sa.text(sql))
     assert "append-only" in str(info.value)
     after = await audit_rows(client)
-    assert [(r["id"], r["outcome"], r["detail"]) for r in after[-len(before):]] == [
+    assert [(r["id"], r["outcome"], r["detail"]) for r in after[-len(before) :]] == [
         (r["id"], r["outcome"], r["detail"]) for r in before
     ]
     # Appending still works.

@@ -100,7 +100,12 @@ async def test_malformed_header_messages_name_the_problem(lenient: httpx.AsyncCl
 
 
 async def test_bad_json_to_identity_endpoints_is_422(lenient: httpx.AsyncClient) -> None:
-    for path in ("/api/v1/users", "/api/v1/api-keys", "/api/v1/auth/confirm", "/api/v1/auth/refresh"):
+    for path in (
+        "/api/v1/users",
+        "/api/v1/api-keys",
+        "/api/v1/auth/confirm",
+        "/api/v1/auth/refresh",
+    ):
         r = await lenient.post(path, content=b"{nope", headers={"content-type": "application/json"})
         assert r.status_code == 422, (path, r.text)
         assert "malformed JSON" in r.json()["detail"]

@@ -31,7 +31,9 @@ async def test_key_lifecycle_end_to_end(client: httpx.AsyncClient) -> None:
 
     # Modify: name and scopes; losing "write" takes effect at once.
     r = await client.patch(
-        f"/api/v1/api-keys/{key['id']}", json={"name": "ci-ro", "scopes": ["read"]}, headers=user.headers
+        f"/api/v1/api-keys/{key['id']}",
+        json={"name": "ci-ro", "scopes": ["read"]},
+        headers=user.headers,
     )
     assert r.status_code == 200 and r.json()["scopes"] == ["read"]
     r = await client.post("/api/v1/tasks", json={"kind": "echo"}, headers=key_headers)
@@ -50,7 +52,9 @@ async def test_key_lifecycle_end_to_end(client: httpx.AsyncClient) -> None:
     assert r.status_code == 204
     r = await client.get("/api/v1/tasks", headers=key_headers)
     assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
-    assert (await client.get(f"/api/v1/api-keys/{key['id']}", headers=user.headers)).status_code == 404
+    assert (
+        await client.get(f"/api/v1/api-keys/{key['id']}", headers=user.headers)
+    ).status_code == 404
 
 
 async def test_expired_keys_are_refused(client: httpx.AsyncClient) -> None:
@@ -61,7 +65,11 @@ async def test_expired_keys_are_refused(client: httpx.AsyncClient) -> None:
     await asyncio.sleep(1.1)
     r = await client.get("/api/v1/tasks", headers=key_headers)
     assert r.status_code == 401 and "expired" in r.json()["detail"]
-    r = await client.post("/api/v1/api-keys", json={"name": "k", "expires_at": "2000-01-01T00:00:00Z"}, headers=user.headers)
+    r = await client.post(
+        "/api/v1/api-keys",
+        json={"name": "k", "expires_at": "2000-01-01T00:00:00Z"},
+        headers=user.headers,
+    )
     assert r.status_code == 422
 
 
@@ -100,7 +108,9 @@ async def test_a_key_never_exceeds_its_owners_role(client: httpx.AsyncClient) ->
 
 
 @pytest.mark.parametrize("scopes", [[], ["admin"], ["read", "delete"], ["READ"]])
-async def test_unknown_or_missing_scopes_are_422(client: httpx.AsyncClient, scopes: list[str]) -> None:
+async def test_unknown_or_missing_scopes_are_422(
+    client: httpx.AsyncClient, scopes: list[str]
+) -> None:
     r = await client.post("/api/v1/api-keys", json={"name": "k", "scopes": scopes})
     assert r.status_code == 422, r.text
     assert "scope" in r.json()["detail"]
@@ -127,7 +137,12 @@ async def test_users_see_only_their_own_keys_admins_see_all(client: httpx.AsyncC
     r = await client.get("/api/v1/api-keys", headers=bob.headers)
     assert all(k["owner_id"] == bob.id for k in r.json()["items"])
     for method in ("GET", "PATCH", "DELETE"):
-        r = await client.request(method, f"/api/v1/api-keys/{a_key['id']}", headers=bob.headers, json={} if method == "PATCH" else None)
+        r = await client.request(
+            method,
+            f"/api/v1/api-keys/{a_key['id']}",
+            headers=bob.headers,
+            json={} if method == "PATCH" else None,
+        )
         assert r.status_code == 404, (method, r.text)
     r = await client.post(f"/api/v1/api-keys/{a_key['id']}/disable", headers=bob.headers)
     assert r.status_code == 404
@@ -137,13 +152,17 @@ async def test_users_see_only_their_own_keys_admins_see_all(client: httpx.AsyncC
     assert [k["id"] for k in r.json()["items"]] == [a_key["id"]]
 
 
-async def test_admin_deleting_someone_elses_key_needs_confirmation(client: httpx.AsyncClient) -> None:
+async def test_admin_deleting_someone_elses_key_needs_confirmation(
+    client: httpx.AsyncClient,
+) -> None:
     user = await make_user(client)
     key, _ = await make_key(client, user.headers, ["read"])
     r = await client.delete(f"/api/v1/api-keys/{key['id']}")
     assert r.status_code == 403 and "X-Confirm-Token" in r.json()["detail"]
     headers = await confirm(client, dict(client.headers), ADMIN[1])
-    assert (await client.delete(f"/api/v1/api-keys/{key['id']}", headers=headers)).status_code == 204
+    assert (
+        await client.delete(f"/api/v1/api-keys/{key['id']}", headers=headers)
+    ).status_code == 204
     # Their own keys need no confirmation.
     own, _ = await make_key(client, dict(client.headers), ["read"])
     assert (await client.delete(f"/api/v1/api-keys/{own['id']}")).status_code == 204

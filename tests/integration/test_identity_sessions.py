@@ -30,7 +30,9 @@ async def test_login_returns_an_access_and_a_refresh_token(client: httpx.AsyncCl
     assert tokens["expires_in"] > 0 and tokens["refresh_expires_in"] > tokens["expires_in"]
 
 
-async def test_refresh_rotates_and_the_old_refresh_token_is_refused(client: httpx.AsyncClient) -> None:
+async def test_refresh_rotates_and_the_old_refresh_token_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
     user = await make_user(client)
     r = await _refresh(client, user.refresh_token)
     assert r.status_code == 200, r.text
@@ -100,7 +102,9 @@ async def test_password_change_revokes_old_tokens_and_returns_new_ones(
     assert (await _refresh(client, other["refresh_token"])).status_code == 401
     assert await _whoami(client, _bearer(fresh)) == 200
     await login(client, user.username, "Brand-new-pass-2")
-    r = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": PASSWORD}
+    )
     assert r.status_code == 401
 
 
@@ -128,7 +132,9 @@ async def test_disabling_a_user_revokes_their_tokens_at_once(client: httpx.Async
     assert r.status_code == 200, r.text
     assert await _whoami(client, user.headers) == 401
     assert (await _refresh(client, user.refresh_token)).status_code == 401
-    r = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": PASSWORD}
+    )
     assert r.status_code == 401
     assert r.json()["detail"] == "wrong username or password"  # no hint that the user exists
     await client.patch(f"/api/v1/users/{user.id}", json={"disabled": False})
@@ -168,7 +174,9 @@ async def test_confirm_with_a_wrong_password_is_403(client: httpx.AsyncClient) -
     assert r.json()["detail"] == "wrong password"
 
 
-async def test_a_confirm_token_works_only_for_its_own_session(hub: Any, client: httpx.AsyncClient) -> None:
+async def test_a_confirm_token_works_only_for_its_own_session(
+    hub: Any, client: httpx.AsyncClient
+) -> None:
     other_admin = await make_user(client, role="admin")
     victim = await make_user(client)
     theirs = await confirm(client, other_admin.headers, PASSWORD)
@@ -186,7 +194,14 @@ async def test_a_confirm_token_works_only_for_its_own_session(hub: Any, client: 
     now = int(time.time())
     me = (await client.get("/api/v1/auth/whoami")).json()
     expired = jwt.encode(
-        {"sub": me["id"], "ver": 0, "sid": None, "iat": now - 600, "exp": now - 300, "typ": "confirm"},
+        {
+            "sub": me["id"],
+            "ver": 0,
+            "sid": None,
+            "iat": now - 600,
+            "exp": now - 300,
+            "typ": "confirm",
+        },
         hub.identity.signing_key,
         algorithm="HS256",
     )

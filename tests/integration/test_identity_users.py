@@ -36,7 +36,9 @@ async def test_admin_creates_lists_shows_and_updates_users(client: httpx.AsyncCl
 
 async def test_role_change_needs_confirmation_and_takes_effect(client: httpx.AsyncClient) -> None:
     user = await make_user(client, role="viewer")
-    assert (await client.post("/api/v1/tasks", json={"kind": "echo"}, headers=user.headers)).status_code == 403
+    assert (
+        await client.post("/api/v1/tasks", json={"kind": "echo"}, headers=user.headers)
+    ).status_code == 403
     r = await client.put(f"/api/v1/users/{user.id}/role", json={"role": "user"})
     assert r.status_code == 403
     headers = await confirm(client, dict(client.headers), ADMIN[1])
@@ -50,7 +52,9 @@ async def test_role_change_needs_confirmation_and_takes_effect(client: httpx.Asy
 async def test_unknown_roles_are_refused_with_the_valid_ones_named(
     client: httpx.AsyncClient, role: str
 ) -> None:
-    r = await client.post("/api/v1/users", json={"username": "bob", "password": PASSWORD, "role": role})
+    r = await client.post(
+        "/api/v1/users", json={"username": "bob", "password": PASSWORD, "role": role}
+    )
     assert r.status_code == 422
     assert "admin, user, viewer" in r.json()["detail"]
     user = await make_user(client)
@@ -116,7 +120,9 @@ async def test_the_last_admin_cannot_be_removed_or_demoted(client: httpx.AsyncCl
 
 async def test_deleting_a_user_removes_their_keys(client: httpx.AsyncClient) -> None:
     user = await make_user(client)
-    r = await client.post("/api/v1/api-keys", json={"name": "k", "scopes": ["read"]}, headers=user.headers)
+    r = await client.post(
+        "/api/v1/api-keys", json={"name": "k", "scopes": ["read"]}, headers=user.headers
+    )
     key_headers = {"authorization": r.json()["authorization"]}
     assert (await client.get("/api/v1/me", headers=key_headers)).status_code == 200
     headers = await confirm(client, dict(client.headers), ADMIN[1])
@@ -141,7 +147,9 @@ async def test_me_shows_and_changes_profile_and_preferences(client: httpx.AsyncC
     # Role is not self-service.
     r = await client.patch("/api/v1/me", json={"role": "admin"}, headers=user.headers)
     assert r.status_code == 422
-    r = await client.patch("/api/v1/me", json={"preferences": {"x": "y" * 20_000}}, headers=user.headers)
+    r = await client.patch(
+        "/api/v1/me", json={"preferences": {"x": "y" * 20_000}}, headers=user.headers
+    )
     assert r.status_code == 422
 
 
@@ -151,6 +159,8 @@ async def test_users_and_viewers_cannot_administer_users(client: httpx.AsyncClie
         r = await client.get("/api/v1/users", headers=actor.headers)
         assert r.status_code == 403
         r = await client.post(
-            "/api/v1/users", json={"username": f"x{role}", "password": PASSWORD}, headers=actor.headers
+            "/api/v1/users",
+            json={"username": f"x{role}", "password": PASSWORD},
+            headers=actor.headers,
         )
         assert r.status_code == 403

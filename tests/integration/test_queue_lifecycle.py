@@ -9,11 +9,12 @@ import pytest
 from helpers import fast_passwords  # noqa: F401
 
 from zhongshu.services.callbacks import CallbackSender
-from zhongshu.services.dispatcher import Dispatcher
 from zhongshu.services.events import Event, EventBus
+from zhongshu.testing import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
+# Regression tests: asyncio.wait_for on 3.11 could swallow a cancel (services.events.wait_event).
 SWALLOWED_CANCEL = (
     "BUG: asyncio.wait_for on Python 3.11 returns normally when the awaited event completed "
     "just before the cancel is delivered, so the `while True` loop swallows the cancel and "
@@ -30,41 +31,38 @@ async def _ended(task: asyncio.Task[Any], timeout_s: float) -> bool:
     return bool(done)
 
 
-async def test_hub_loops_stop_when_idle(hub: Any) -> None:
-    await asyncio.sleep(0.1)
-    stopping = asyncio.ensure_future(hub.stop())
-    assert await _ended(stopping, 5)
+def _waiting(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` is parked waiting for an event (``Event.wait``, maybe in wait_for)."""
+    aw: Any = task.get_coro()
+    while aw is not None:
+        if getattr(getattr(aw, "cr_code", None), "co_name", "") in ("wait", "wait_for"):
+            return True
+        aw = getattr(aw, "cr_await", None)
+    return False
 
 
-@pytest.mark.xfail(reason=SWALLOWED_CANCEL + " (services/dispatcher.py Dispatcher.run)", strict=True)
-async def test_dispatcher_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any) -> None:
-    dispatcher = Dispatcher(hub.tasks, EventBus())
-    runner = asyncio.create_task(dispatcher.run())
-    await asyncio.sleep(0.1)  # it is now waiting for a wake-up
-    dispatcher.wake()
-    await asyncio.sleep(0)  # the wake-up completes the wait it is blocked in
-    runner.cancel()
-    assert await _ended(runner, 1)
+def _loop_task(name: str) -> asyncio.Task[Any]:
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == name]
+    return task
 
 
-@pytest.mark.xfail(reason=SWALLOWED_CANCEL + " (services/callbacks.py CallbackSender.run)", strict=True)
 async def test_callback_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any) -> None:
     bus = EventBus()
     sender = CallbackSender(hub.tasks.store, bus, "whsec_" + "A" * 44, poll_s=5)
     runner = asyncio.create_task(sender.run())
-    await asyncio.sleep(0.3)  # past its first (empty) round: waiting for a wake-up
+    await wait_until(lambda: _waiting(runner), timeout_s=5)
     bus.publish([Event("task.succeeded", "task", "t1")])
     await asyncio.sleep(0)
     runner.cancel()
-    assert await _ended(runner, 1)
+    assert await _ended(runner, 0.5)
 
 
-@pytest.mark.xfail(reason=SWALLOWED_CANCEL + " (Hub.stop after a dispatcher wake-up)", strict=True)
 async def test_hub_stop_returns_when_a_task_event_just_woke_the_dispatcher(hub: Any) -> None:
+    await wait_until(lambda: _waiting(_loop_task("zhongshu-dispatcher")), timeout_s=5)
     hub.dispatcher.wake()
     await asyncio.sleep(0)
     stopping = asyncio.ensure_future(hub.stop())
-    ended = await _ended(stopping, 1)
+    ended = await _ended(stopping, 0.5)
     if not ended:  # free the stuck loops so the fixture can finish
         for t in asyncio.all_tasks():
             if t.get_name().startswith("zhongshu-"):

@@ -61,15 +61,6 @@ def test_attempt_below_one_counts_as_the_first(attempt: int) -> None:
     assert retry_delay_s(attempt, 2.0, 60.0, rand=lambda: 0.0) == 1.0
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: services/tasks.py retry_delay_s computes base_s * 2 ** (attempt - 1) before "
-        "capping; from attempt 1025 the int is too large for a float and it raises "
-        "OverflowError instead of returning a delay <= cap_s"
-    ),
-    raises=OverflowError,
-    strict=True,
-)
 @given(st.integers(min_value=1025, max_value=100_000), bases, caps)
 def test_huge_attempt_numbers_still_stay_within_the_cap(
     attempt: int, base_s: float, cap_s: float

@@ -224,7 +224,7 @@ async def test_registers_with_capabilities_and_capacity(hub: TinyHub, workers: W
 
 
 async def test_runs_tasks_and_batches_results(hub: TinyHub, workers: Workers) -> None:
-    await workers.start(concurrency=64)
+    await workers.start(concurrency=64, report_fast_starts=True)
     await hub.assign(*[lease(f"t{i}") for i in range(50)])
     await eventually(lambda: len(hub.results) == 50)
     assert {r["task_id"] for r in hub.results} == {f"t{i}" for i in range(50)}
@@ -407,8 +407,8 @@ class TinyAgentHub:
         self.app.router.add_post("/api/v1/agent/register", self._register)
         self.app.router.add_post("/api/v1/agent/heartbeat", self._heartbeat)
         self.app.router.add_post("/api/v1/agent/lease", self._lease)
-        self.app.router.add_post("/api/v1/agent/tasks/{id}/start", self._start)
-        self.app.router.add_post("/api/v1/agent/tasks/{id}/result", self._result)
+        self.app.router.add_post("/api/v1/agent/started", self._started)
+        self.app.router.add_post("/api/v1/agent/results", self._results)
         self._runner = web.AppRunner(self.app, shutdown_timeout=0.1)
 
     async def start(self) -> None:
@@ -445,15 +445,17 @@ class TinyAgentHub:
             tasks.append(self.queue.get_nowait())
         return web.json_response({"tasks": tasks})
 
-    async def _start(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.started.append((request.match_info["id"], body["lease_token"]))
-        return web.json_response({"task_id": request.match_info["id"], "accepted": True})
+    async def _started(self, request: web.Request) -> web.Response:
+        items = (await request.json())["tasks"]
+        self.started.extend((i["task_id"], i["lease_token"]) for i in items)
+        return web.json_response({"accepted": [True] * len(items)})
 
-    async def _result(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.results.append({"task_id": request.match_info["id"], **body})
-        return web.json_response({"task_id": request.match_info["id"], "accepted": True})
+    async def _results(self, request: web.Request) -> web.Response:
+        items = (await request.json())["results"]
+        self.results.extend(items)
+        return web.json_response(
+            {"acks": [{"task_id": i["task_id"], "accepted": True} for i in items]}
+        )
 
 
 @pytest.fixture
@@ -485,7 +487,9 @@ async def run_http_worker(
 async def test_http_pull_runs_tasks(
     agent_hub: TinyAgentHub, counter: Counter, tmp_path: Path
 ) -> None:
-    worker, task = await run_http_worker(agent_hub, counter, tmp_path, concurrency=4)
+    worker, task = await run_http_worker(
+        agent_hub, counter, tmp_path, concurrency=4, report_fast_starts=True
+    )
     try:
         for i in range(10):
             agent_hub.queue.put_nowait(lease(f"h{i}", "count", token=2))

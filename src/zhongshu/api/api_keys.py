@@ -91,7 +91,12 @@ async def list_keys(
 ) -> dict[str, Any]:
     """Your API keys (admins: everyone's, or one owner's)."""
     rows, total = await hub.api_keys.list(p, owner_id, limit, offset)
-    return {"items": [key_public(k) for k in rows], "total": total, "limit": limit, "offset": offset}
+    return {
+        "items": [key_public(k) for k in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 @router.get("/{key_id}")

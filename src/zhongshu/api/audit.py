@@ -66,7 +66,12 @@ async def list_audit(
 ) -> dict[str, Any]:
     """Audit entries, newest first, with filters and paging."""
     rows, total = await hub.audit.query(f, limit, offset)
-    return {"items": [audit_public(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+    return {
+        "items": [audit_public(r) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 @router.get("/export")

@@ -30,8 +30,13 @@ _UNRESOLVED = object()
 _SCHEMES = "use 'Authorization: Bearer <token>' or 'Authorization: AK-SK <access key>:<secret>'"
 
 
-def get_hub(request: Request) -> Hub:
+def hub_of(request: Request) -> Hub:
     return request.app.state.hub  # type: ignore[no-any-return]
+
+
+async def get_hub(request: Request) -> Hub:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool.
+    return hub_of(request)
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -112,7 +117,7 @@ async def resolve_principal(request: Request) -> Principal | None:
     """The caller, resolved once per request (``None``: no Authorization header)."""
     cached = getattr(request.state, "principal", _UNRESOLVED)
     if cached is _UNRESOLVED:
-        cached = await _resolve(request, get_hub(request))
+        cached = await _resolve(request, hub_of(request))
         request.state.principal = cached
     return cached  # type: ignore[return-value]
 
@@ -152,7 +157,7 @@ async def authorize(request: Request) -> None:
     request.state.policy = policy
     if policy.who == "public":
         return
-    hub = get_hub(request)
+    hub = hub_of(request)
     if policy.who == "relay":
         await check_relay_key(request, hub)
         return

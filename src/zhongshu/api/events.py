@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"])
 async def list_events(
     hub: HubDep,
     _: AdminDep,
-    type: str | None = Query(None, max_length=64, description="type prefix, e.g. task. or node.offline"),
+    type: str | None = Query(
+        None, max_length=64, description="type prefix, e.g. task. or node.offline"
+    ),
     subject_type: str | None = Query(None, max_length=32),
     subject_id: str | None = Query(None, max_length=128),
     actor: str | None = Query(None, max_length=128),

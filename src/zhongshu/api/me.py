@@ -45,7 +45,9 @@ async def get_me(hub: HubDep, p: UserDep) -> dict[str, Any]:
 @router.patch("")
 async def update_me(body: MeUpdate, hub: HubDep, p: UserDep) -> dict[str, Any]:
     """Change your display name, e-mail or preferences."""
-    await hub.identity.update_profile(p, body.model_dump(exclude_none=True, exclude={"preferences"}))
+    await hub.identity.update_profile(
+        p, body.model_dump(exclude_none=True, exclude={"preferences"})
+    )
     if body.preferences is not None:
         await hub.identity.set_preferences(p, body.preferences)
     return await _me(hub, p)

@@ -70,7 +70,7 @@ async def create_node(body: NodeCreate, hub: HubDep, admin: AdminDep) -> dict[st
 @router.get("")
 async def list_nodes(hub: HubDep, p: UserDep) -> dict[str, Any]:
     """List nodes with their status and last heartbeat."""
-    rows = await hub.nodes.list(None if p.is_admin else p.id)
+    rows = await hub.nodes.find(None if p.is_admin else p.id)
     items = []
     for n in rows:
         session = hub.dispatcher.sessions.get(n["id"])
@@ -82,11 +82,9 @@ async def list_nodes(hub: HubDep, p: UserDep) -> dict[str, Any]:
 async def get_node(node_id: str, hub: HubDep, p: UserDep) -> dict[str, Any]:
     """One node, with live stats and the tasks it holds."""
     node = await _visible(hub, node_id, p)
-    held, _ = await hub.tasks.store.list(node_id=node_id, status=None, limit=1000)
     running = [
         {"id": t["id"], "kind": t["kind"], "status": t["status"]}
-        for t in held
-        if t["status"] in ("leased", "running") and t["node_id"] == node_id
+        for t in await hub.tasks.held_by_node(node_id)
     ]
     return {**node_public(node, len(running)), "tasks": running}
 

@@ -93,10 +93,21 @@ async def list_tasks(
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     """List tasks, newest first (yours; admins see all)."""
-    rows, total = await hub.tasks.list(
-        p, status=status_, kind=kind, capability=capability, node_id=node_id, limit=limit, offset=offset
+    rows, total = await hub.tasks.find(
+        p,
+        status=status_,
+        kind=kind,
+        capability=capability,
+        node_id=node_id,
+        limit=limit,
+        offset=offset,
     )
-    return {"items": [task_public(t) for t in rows], "total": total, "limit": limit, "offset": offset}
+    return {
+        "items": [task_public(t) for t in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 @router.get("/{task_id}")

@@ -80,7 +80,12 @@ async def list_users(
     rows, total = await hub.identity.list_users(
         role=role, disabled=disabled, query=q, limit=limit, offset=offset
     )
-    return {"items": [user_public(u) for u in rows], "total": total, "limit": limit, "offset": offset}
+    return {
+        "items": [user_public(u) for u in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 @router.get("/{user_id}")

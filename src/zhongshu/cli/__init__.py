@@ -7,13 +7,15 @@ import getpass
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from zhongshu import __version__, errors
-from zhongshu.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from zhongshu.config import Settings
 
 app = typer.Typer(
     name="zhongshu",
@@ -31,6 +33,9 @@ ConfigOpt = Annotated[
 
 def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
     """Load settings; on a problem print one clear line and exit with code 2."""
+    # Imported here: client commands never need settings, and pydantic-settings is slow to load.
+    from zhongshu.config import load_settings
+
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except errors.ConfigError as exc:
@@ -84,7 +89,11 @@ def init(
     config: ConfigOpt = None,
     admin_user: Annotated[str | None, typer.Option(help="username of the first admin")] = None,
     admin_password: Annotated[
-        str | None, typer.Option(help="password (prompted when omitted on a terminal)", envvar="ZHONGSHU_ADMIN_PASSWORD")
+        str | None,
+        typer.Option(
+            help="password (prompted when omitted on a terminal)",
+            envvar="ZHONGSHU_ADMIN_PASSWORD",
+        ),
     ] = None,
 ) -> None:
     """Create or upgrade the database and, optionally, the first admin."""
@@ -134,9 +143,10 @@ def serve(
 
 
 def _register_subcommands() -> None:
-    from zhongshu.cli import client_commands
+    from zhongshu.cli import client_commands, identity_commands
 
     client_commands.register(app)
+    identity_commands.register(app)
     try:
         from zhongshu.cli import worker as worker_cli
     except ImportError:  # pragma: no cover - only while the worker package is being built

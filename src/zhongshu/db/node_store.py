@@ -33,7 +33,7 @@ class NodeStore:
         async with self.db.read() as conn:
             return await _one(conn, nodes.c.access_key == access_key)
 
-    async def list(self, owner_id: str | None = None) -> list[Row]:
+    async def find(self, owner_id: str | None = None) -> list[Row]:
         where = [nodes.c.owner_id == owner_id] if owner_id is not None else []
         async with self.db.read() as conn:
             res = await conn.execute(select(nodes).where(*where).order_by(nodes.c.created_at))

@@ -102,7 +102,7 @@ class TaskStore:
             .order_by(callback_deliveries.c.id),
         )
 
-    async def list(
+    async def find(
         self,
         *,
         owner_id: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 
 from zhongshu.db.engine import Database
 from zhongshu.db.schema import auth_sessions, refresh_tokens, users
@@ -24,17 +25,11 @@ class TokenStore:
     async def user_and_session(
         self, user_id: str, session_id: str | None
     ) -> tuple[Row | None, Row | None]:
-        """The user and (when ``session_id`` is given) the session, in one snapshot."""
-        async with self.db.read() as conn:
-            user = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-            session = None
-            if session_id is not None:
-                session = (
-                    await conn.execute(
-                        select(auth_sessions).where(auth_sessions.c.id == session_id)
-                    )
-                ).first()
-        return (dict(user._mapping) if user else None, dict(session._mapping) if session else None)
+        """The user and (when ``session_id`` is given) the session, in one snapshot.
+
+        On every authenticated request, so it runs as one read in one hop (``run_read``).
+        """
+        return await self.db.run_read(_user_and_session, user_id, session_id)
 
     async def rotate(self, token_hash: str, new_refresh: Row, now: float) -> tuple[str, Row | None]:
         """Exchange a refresh token for ``new_refresh`` in one transaction.
@@ -103,3 +98,15 @@ class TokenStore:
                 .values(revoked_at=now, revoked_reason=reason)
             )
             return int(res.rowcount or 0)
+
+
+def _user_and_session(
+    conn: Connection, user_id: str, session_id: str | None
+) -> tuple[Row | None, Row | None]:
+    user = conn.execute(select(users).where(users.c.id == user_id)).first()
+    session = None
+    if session_id is not None:
+        session = conn.execute(
+            select(auth_sessions).where(auth_sessions.c.id == session_id)
+        ).first()
+    return (dict(user._mapping) if user else None, dict(session._mapping) if session else None)

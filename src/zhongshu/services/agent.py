@@ -48,12 +48,7 @@ class AgentService:
 
     async def held_leases(self, node_id: str) -> list[Row]:
         """Full leases this node holds (re-sent after a reconnect so nothing waits)."""
-        rows, _ = await self.tasks.store.list(node_id=node_id, limit=10_000)
-        return [
-            as_lease(t)
-            for t in rows
-            if t["status"] in ("leased", "running") and t["node_id"] == node_id
-        ]
+        return [as_lease(t) for t in await self.tasks.held_by_node(node_id)]
 
     async def heartbeat(self, node: Row, body: Row) -> Row:
         await self.nodes.heartbeat(node, body.get("stats") or {})

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from zhongshu.db.task_store import TaskStore
-from zhongshu.services.events import Event, EventBus
+from zhongshu.services.events import Event, EventBus, wait_event
 from zhongshu.services.tasks import retry_delay_s
 
 log = logging.getLogger("zhongshu.callbacks")
@@ -99,10 +99,7 @@ class CallbackSender:
                     log.exception("callback round failed")
                     due = []
                 if not due:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
-                    except TimeoutError:
-                        pass
+                    await wait_event(self._wake, self.poll_s)
                     self._wake.clear()
 
     async def deliver(self, client: httpx.AsyncClient, task: dict[str, Any]) -> bool:

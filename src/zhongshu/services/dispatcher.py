@@ -9,14 +9,13 @@ process sent where, to respect capacity and to route revokes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zhongshu.services.events import Event, EventBus
+from zhongshu.services.events import Event, EventBus, wait_event
 from zhongshu.services.tasks import TaskService
 
 log = logging.getLogger("zhongshu.dispatcher")
@@ -94,8 +93,7 @@ class Dispatcher:
         work.set()
 
     async def wait_for_work(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout_s)
+        await wait_event(self._work, timeout_s)
 
     def _on_task_event(self, ev: Event) -> None:
         kind = ev.type
@@ -142,8 +140,7 @@ class Dispatcher:
         """Dispatch until cancelled (the app's lifespan cancels it on shutdown)."""
         while True:
             timeout = await self._idle_timeout()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
             self._wake.clear()
             try:
                 await self.dispatch_once()

@@ -43,6 +43,20 @@ class Event:
         }
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` up to ``timeout_s``; True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can return normally when the event fires
+    just as a cancel arrives, and a ``while True`` loop around it then swallows the cancel.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
 class EventBus:
     """In-process fan-out. Listeners are synchronous and must be quick; slow consumers
     use ``subscribe`` and get their own bounded queue (oldest events dropped when full)."""

@@ -60,6 +60,6 @@ class Metrics:
         for row in await self.tasks.counts():
             self.by_state.labels(row["status"], row["capability"]).set(row["n"])
         self.nodes_online.set(
-            sum(1 for n in await self.nodes.list() if n["status"] == "online" and not n["disabled"])
+            sum(1 for n in await self.nodes.find() if n["status"] == "online" and not n["disabled"])
         )
         return generate_latest(self.registry)

@@ -70,8 +70,9 @@ class NodeService:
             raise errors.InvalidInput("capacity: must be between 1 and 10000")
         now = time.time()
         secret = identity.random_token("CS")
-        row = {
-            "id": "nd_" + uuid.uuid4().hex[:16],
+        node_id = "nd_" + uuid.uuid4().hex[:16]
+        row: Row = {
+            "id": node_id,
             "name": name,
             "kind": kind,
             "capabilities": _check_capabilities(capabilities),
@@ -87,10 +88,10 @@ class NodeService:
             "created_at": now,
             "updated_at": now,
         }
-        ev = Event("node.created", "node", row["id"], actor.actor, {"name": name, "kind": kind})
+        ev = Event("node.created", "node", node_id, actor.actor, {"name": name, "kind": kind})
         await self.store.insert(row, ev)
         self.bus.publish([ev])
-        return await self.get(row["id"]), secret
+        return await self.get(node_id), secret
 
     async def rotate_credentials(self, node_id: str, actor: Principal) -> tuple[Row, str]:
         secret = identity.random_token("CS")
@@ -112,8 +113,8 @@ class NodeService:
             raise errors.NodeNotFound(f"node {node_id} not found")
         return row
 
-    async def list(self, owner_id: str | None = None) -> list[Row]:
-        return await self.store.list(owner_id)
+    async def find(self, owner_id: str | None = None) -> list[Row]:
+        return await self.store.find(owner_id)
 
     async def update(self, node_id: str, changes: Row, actor: Principal) -> Row:
         allowed = {"name", "capabilities", "capacity", "max_accounts", "disabled"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from zhongshu.services.nodes import NodeService
 from zhongshu.services.tasks import TaskService
@@ -23,9 +24,14 @@ class Reaper:
         self.tasks = tasks
         self.interval_s = interval_s
         self.offline_after_s = offline_after_s
+        self.started_at = time.monotonic()
 
     async def reap_once(self) -> int:
-        gone = await self.nodes.mark_silent_offline(self.offline_after_s)
+        gone = []
+        # Silence from before this process started is the hub's own downtime, not the
+        # nodes': give them one offline period to reconnect before taking their leases.
+        if time.monotonic() - self.started_at >= self.offline_after_s:
+            gone = await self.nodes.mark_silent_offline(self.offline_after_s)
         for g in gone:
             log.warning("node %s (%s) is offline: no heartbeat", g["id"], g["name"])
         taken = await self.tasks.reap([g["id"] for g in gone])
@@ -35,6 +41,7 @@ class Reaper:
 
     async def run(self) -> None:
         """Reap until cancelled (the app's lifespan cancels it on shutdown)."""
+        self.started_at = time.monotonic()
         while True:
             try:
                 await self.reap_once()

@@ -54,7 +54,8 @@ def retry_delay_s(
     attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random
 ) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    # The exponent is bounded so huge attempt numbers cannot overflow a float.
+    ceiling = min(cap_s, base_s * (2.0 ** min(max(0, attempt - 1), 64)))
     return ceiling / 2 + rand() * ceiling / 2
 
 
@@ -120,15 +121,21 @@ class TaskService:
             raise errors.TaskNotFound(f"task {task_id} not found")
         return row
 
+    async def held_by_node(self, node_id: str) -> list[Row]:
+        """Tasks a node holds now (leased or running), oldest first."""
+        rows, _ = await self.store.find(node_id=node_id, limit=10_000)
+        held = [t for t in rows if t["status"] in ("leased", "running")]
+        return sorted(held, key=lambda t: t["seq"])
+
     async def attempts(self, task_id: str) -> list[Row]:
         return await self.store.attempts(task_id)
 
     async def deliveries(self, task_id: str) -> list[Row]:
         return await self.store.deliveries(task_id)
 
-    async def list(self, viewer: Principal, **filters: Any) -> tuple[list[Row], int]:
+    async def find(self, viewer: Principal, **filters: Any) -> tuple[list[Row], int]:
         owner = None if viewer.is_admin else viewer.id
-        return await self.store.list(owner_id=owner, **filters)
+        return await self.store.find(owner_id=owner, **filters)
 
     # --- the worker side ---------------------------------------------------------------
 
@@ -168,7 +175,9 @@ class TaskService:
         return acks
 
     def _settle(self, row: Row, o: Outcome, now: float) -> tuple[Row, Event]:
-        actor = f"node:{row['node_id']}" if row.get("node_id") else "system"
+        # A lease the reaper took back is the hub's doing, not the node's.
+        lost = o.status == "lost"
+        actor = f"node:{row['node_id']}" if row.get("node_id") and not lost else "system"
         base: Row = {"updated_at": now, "lease_expires_at": None}
         if o.status == "succeeded":
             values = {

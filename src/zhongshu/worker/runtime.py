@@ -288,6 +288,11 @@ class Worker:
         interval_s = ack.get("heartbeat_interval_s")
         if isinstance(interval_s, int | float) and interval_s > 0:
             self.heartbeat_interval_s = float(interval_s)
+        offline_s = ack.get("offline_after_s")
+        if isinstance(offline_s, int | float) and offline_s > 0 and self._transport is not None:
+            # Reconnect well within the hub's offline timeout, so a restarted hub finds us
+            # back before it would take our leases.
+            self._transport.backoff.max_s = min(self.reconnect_max_s, offline_s / 2)
         logger.info(
             "registered as node %s (heartbeat every %gs, %d running, %d results to re-send)",
             self.node_id,
