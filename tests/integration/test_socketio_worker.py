@@ -326,13 +326,13 @@ async def test_reconnect_resends_held_leases(
 async def test_delayed_tasks_are_pushed_when_they_come_due(
     api: httpx.AsyncClient, worker: SioWorker
 ) -> None:
-    await worker.register(capacity=10)
+    await worker.register(capacity=4)
     r = await api.post(
         "/api/v1/tasks/batch",
-        json={"tasks": [{"kind": "echo", "delay_s": 0.1 * i} for i in range(1, 7)]},
+        json={"tasks": [{"kind": "echo", "delay_s": 0.15 * i} for i in range(1, 5)]},
     )
     run_at = {t["id"]: ts(t["run_at"]) for t in r.json()["items"]}
-    await _assigned(worker, 6)
+    await _assigned(worker, 4)
     late = {t["id"]: t["received_at"] - run_at[t["id"]] for t in worker.assigned}
     print("LATE", sorted(round(v, 3) for v in late.values()))
     assert all(v >= 0 for v in late.values())

@@ -39,6 +39,7 @@ class TinyHub:
         self.result_calls = 0
         self.ack_results = True
         self.heartbeat_revoke: list[str] = []
+        self.released: list[dict[str, Any]] = []
         self.sid: str | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -48,6 +49,7 @@ class TinyHub:
             "worker:heartbeat": self._heartbeat,
             "worker:task:started": self._started,
             "worker:task:result": self._result,
+            "worker:task:release": self._release,
         }.items():
             self.sio.on(event, fn, namespace=NS)
 
@@ -86,6 +88,10 @@ class TinyHub:
     async def _started(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         self.started.extend(data["tasks"])
         return {"ok": True}
+
+    async def _release(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.released.extend(data["tasks"])
+        return {"ok": True, "released": [t["task_id"] for t in data["tasks"]]}
 
     async def _result(self, sid: str, data: dict[str, Any]) -> dict[str, Any] | None:
         self.result_calls += 1
@@ -530,3 +536,5 @@ async def test_second_stop_request_skips_the_grace_period(
     worker.request_stop()
     await asyncio.wait_for(task, 5)
     assert worker.stats.cancelled == 1 and hub.results == []
+    # The unfinished task was handed back, so the hub can lease it elsewhere at once.
+    assert hub.released == [{"task_id": "t1", "lease_token": 1}]

@@ -118,6 +118,18 @@ async def started_batch(body: StartedBatch, hub: HubDep, node: NodeDep) -> dict[
     return {"accepted": ok}
 
 
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[Held] = Field(min_length=1, max_length=1000)
+    reason: SafeStr = Field("", max_length=500)
+
+
+@router.post("/release")
+async def release(body: ReleaseRequest, hub: HubDep, node: NodeDep) -> dict[str, Any]:
+    """Hand back leases this node will not finish; they are queued again at once."""
+    return {"released": await hub.agent.release(node, [t.model_dump() for t in body.tasks])}
+
+
 @router.post("/results")
 async def results_batch(body: ResultBatch, hub: HubDep, node: NodeDep) -> dict[str, Any]:
     """Report several finished attempts in one call (one transaction)."""

@@ -160,6 +160,12 @@ class TaskStore:
         """Apply finished attempts. An outcome whose lease is not current is refused."""
         return await self.db.run_write(self._settle, node_id, outcomes, now, settle)
 
+    async def release(
+        self, node_id: str, held: Sequence[tuple[str, int]], now: float
+    ) -> list[Event]:
+        """Put leases a node hands back into the queue at once; the attempt does not count."""
+        return await self.db.run_write(self._release, node_id, held, now)
+
     async def transition(
         self, task_id: str, from_states: Sequence[str], values: Row, ev: Event
     ) -> Row | None:
@@ -368,6 +374,50 @@ class TaskStore:
                 conn, [Event("task.running", "task", t, f"node:{node_id}", {}, now) for t, _ in ok]
             )
         return accepted
+
+    def _release(
+        self, conn: Connection, node_id: str, held: Sequence[tuple[str, int]], now: float
+    ) -> list[Event]:
+        cols = (tasks.c.seq, tasks.c.id, tasks.c.status, tasks.c.node_id, tasks.c.lease_token)
+        rows = self._lock_rows(conn, [t for t, _ in held], cols)
+        ok = [
+            (task_id, token)
+            for task_id, token in held
+            if (r := rows.get(task_id)) is not None
+            and r["status"] in ("leased", "running")
+            and r["node_id"] == node_id
+            and r["lease_token"] == token
+        ]
+        if not ok:
+            return []
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.seq.in_([rows[t]["seq"] for t, _ in ok]))
+            .values(
+                status="pending",
+                node_id=None,
+                run_at=now,
+                attempts=tasks.c.attempts - 1,
+                lease_expires_at=None,
+                started_at=None,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            update(task_attempts)
+            .where(
+                task_attempts.c.task_id == bindparam("b_task_id"),
+                task_attempts.c.lease_token == bindparam("b_token"),
+            )
+            .values(finished_at=now, outcome="released"),
+            [{"b_task_id": t, "b_token": tok} for t, tok in ok],
+        )
+        evs = [
+            Event("task.released", "task", t, f"node:{node_id}", {"node_id": node_id}, now)
+            for t, _ in ok
+        ]
+        event_store.append_sync(conn, evs)
+        return evs
 
     def _settle(
         self,

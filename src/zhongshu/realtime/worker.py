@@ -135,6 +135,14 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
         except Exception as exc:
             return _error(exc)
 
+    @sio.on("worker:task:release", namespace=NS)
+    async def release(sid: str, data: Any) -> dict[str, Any]:
+        try:
+            items = data["tasks"] if isinstance(data, dict) else []
+            return {"ok": True, "released": await hub.agent.release(await node_of(sid), items)}
+        except Exception as exc:
+            return _error(exc)
+
     @sio.on("worker:task:result", namespace=NS)
     async def result(sid: str, data: Any) -> dict[str, Any]:
         try:

@@ -79,6 +79,10 @@ class AgentService:
         held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]
         return await self.tasks.start(node["id"], held)
 
+    async def release(self, node: Row, items: Sequence[Row]) -> list[str]:
+        held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]
+        return await self.tasks.release(node["id"], held)
+
     async def results(self, node: Row, items: Sequence[Row]) -> list[Row]:
         outcomes = [_outcome(i) for i in items]
         acks = await self.tasks.settle(node["id"], outcomes)

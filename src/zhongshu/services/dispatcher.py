@@ -100,7 +100,13 @@ class Dispatcher:
         if kind in ("task.submitted", "task.retried"):
             self.wake()
             return
-        if kind in ("task.succeeded", "task.failed", "task.dead", "task.cancelled"):
+        if kind in (
+            "task.succeeded",
+            "task.failed",
+            "task.dead",
+            "task.cancelled",
+            "task.released",
+        ):
             node_id = ev.data.get("node_id") or (
                 ev.actor[5:] if ev.actor.startswith("node:") else None
             )

@@ -122,6 +122,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", f"{V1}/agent/tasks/{{task_id}}/result"): NODE,
     ("POST", f"{V1}/agent/started"): NODE,
     ("POST", f"{V1}/agent/results"): NODE,
+    ("POST", f"{V1}/agent/release"): NODE,
 }
 
 

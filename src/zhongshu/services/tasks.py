@@ -167,6 +167,13 @@ class TaskService:
         )
         return accepted
 
+    async def release(self, node_id: str, held: Sequence[tuple[str, int]]) -> list[str]:
+        """A node hands back leases it will not finish (it is shutting down): they go back
+        to the queue now, without using up an attempt. Returns the ids taken back."""
+        evs = await self.store.release(node_id, held, time.time())
+        self.bus.publish(evs)
+        return [e.subject_id for e in evs]
+
     async def settle(self, node_id: str | None, outcomes: Sequence[Outcome]) -> list[Ack]:
         """Record finished attempts; each ack says whether it was taken."""
         now = time.time()

@@ -142,6 +142,8 @@ class Worker:
         self.journal: Journal | None = None
         self._running: dict[Any, _Run] = {}
         self._sem = asyncio.Semaphore(concurrency)
+        # Leases this worker will not finish (shutdown): released to the hub at the end.
+        self._handback: list[dict[str, Any]] = []
         self._started: list[dict[str, Any]] = []
         self._outgoing: list[Result] = []
         # Finished but not journaled yet (this tick): a re-lease must find them too.
@@ -228,6 +230,7 @@ class Worker:
         self._slot_free.set()
         finished, cancelled = await self._finish_running()
         await self._drain(timeout_s=10.0)
+        await self._hand_back()
         # The flusher and the link loop only end by cancellation.
         flusher.cancel()
         await self.transport.close()
@@ -253,6 +256,26 @@ class Worker:
             left,
         )
 
+    async def _hand_back(self) -> None:
+        """Tell the hub which leases this worker will not finish, so they run elsewhere now
+        instead of after the node's offline timeout."""
+        from zhongshu.worker import transports
+
+        items, self._handback = self._handback, []
+        if not items:
+            return
+        try:
+            async with asyncio.timeout(2.0):
+                await self.transport.send_release(items)
+            logger.info("handed %d unfinished tasks back to the hub", len(items))
+        except (TimeoutError, transports.HubUnavailable, OSError) as exc:
+            logger.warning(
+                "could not hand back %d tasks (%s); the hub re-queues them when this node "
+                "goes offline",
+                len(items),
+                exc,
+            )
+
     async def _finish_running(self) -> tuple[int, int]:
         tasks = [run.task for run in self._running.values() if run.task]
         if not tasks:
@@ -264,6 +287,11 @@ class Worker:
         force.cancel()
         done = {t for t in tasks if t.done()}
         pending = set(tasks) - done
+        self._handback.extend(
+            {"task_id": run.task_id, "lease_token": run.lease_token}
+            for run in self._running.values()
+            if run.task in pending
+        )
         for run in list(self._running.values()):
             self._drop(run)
         await asyncio.gather(*pending, return_exceptions=True)
@@ -325,8 +353,13 @@ class Worker:
     def assign(self, leases: list[dict[str, Any]]) -> None:
         """Take leased tasks: run new ones, re-send journaled results of known ones."""
         if self._stopping:
-            # Not started, never reported: the hub re-queues them when the lease expires.
+            # Not started: handed back to the hub at shutdown so it can lease them elsewhere.
             self.stats.refused += len(leases)
+            self._handback.extend(
+                {"task_id": lease.get("id"), "lease_token": lease.get("lease_token")}
+                for lease in leases
+                if "id" in lease
+            )
             return
         fresh: list[dict[str, Any]] = []
         for lease in leases:

@@ -28,6 +28,7 @@ EV_REGISTER = "worker:register"
 EV_HEARTBEAT = "worker:heartbeat"
 EV_STARTED = "worker:task:started"
 EV_RESULT = "worker:task:result"
+EV_RELEASE = "worker:task:release"
 EV_ASSIGN = "master:task:assign"
 EV_REVOKE = "master:task:revoke"
 MAX_HEARTBEAT_MISSES = 3
@@ -97,6 +98,10 @@ class Transport:
         raise NotImplementedError
 
     async def send_results(self, results: list[Result]) -> list[dict[str, Any]] | None:
+        raise NotImplementedError
+
+    async def send_release(self, items: list[dict[str, Any]]) -> None:
+        """Hand leases back to the hub (``worker:task:release``); raises HubUnavailable."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -244,6 +249,9 @@ class SocketIOTransport(Transport):
         acks = ack.get("acks") if isinstance(ack, dict) else None
         return acks if isinstance(acks, list) else None
 
+    async def send_release(self, items: list[dict[str, Any]]) -> None:
+        await self._call(EV_RELEASE, {"tasks": items, "reason": "worker shutting down"})
+
     async def close(self) -> None:
         await super().close()
         sio = self._sio
@@ -378,6 +386,11 @@ class HttpTransport(Transport):
             return None
         acks = reply.get("acks")
         return acks if isinstance(acks, list) else None
+
+    async def send_release(self, items: list[dict[str, Any]]) -> None:
+        await self._post(
+            "/api/v1/agent/release", {"tasks": items, "reason": "worker shutting down"}
+        )
 
     async def _post(
         self, path: str, body: dict[str, Any], timeout_s: float | None = None
