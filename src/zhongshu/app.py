@@ -21,6 +21,7 @@ from zhongshu.api import (
     me,
     nodes,
     ops,
+    relay,
     sessions,
     tasks,
     users,
@@ -109,6 +110,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Any:
     api_errors.install(api)
     for module in (ops, auth, nodes, tasks, agent, events, sessions, me, users, api_keys, audit):
         api.include_router(module.router)
+    api.include_router(relay.router)
 
     sio = socketio.AsyncServer(
         async_mode="asgi",

@@ -32,6 +32,7 @@ from zhongshu.services.metrics import Metrics
 from zhongshu.services.nodes import NodeService
 from zhongshu.services.ratelimit import FailureLimiter, LockoutPolicy
 from zhongshu.services.reaper import Reaper
+from zhongshu.services.relay import RelayService
 from zhongshu.services.tasks import QueuePolicy, TaskService
 
 log = logging.getLogger("zhongshu.hub")
@@ -54,6 +55,7 @@ class Hub:
     audit: AuditService
     api_keys: ApiKeyService
     limiter: FailureLimiter
+    relay: RelayService
     _loops: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -92,6 +94,7 @@ class Hub:
             ),
         )
         dispatcher = Dispatcher(tasks, bus, batch=settings.dispatch_batch)
+        events = EventStore(db)
         return cls(
             settings=settings,
             db=db,
@@ -99,7 +102,7 @@ class Hub:
             identity=identity,
             nodes=nodes,
             tasks=tasks,
-            events=EventStore(db),
+            events=events,
             dispatcher=dispatcher,
             reaper=Reaper(
                 nodes,
@@ -126,6 +129,7 @@ class Hub:
             audit=audit,
             api_keys=ApiKeyService(ApiKeyStore(db), bus, limiter, audit),
             limiter=limiter,
+            relay=RelayService(tasks, task_store, events, bus),
         )
 
     async def start(self) -> None:

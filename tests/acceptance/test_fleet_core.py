@@ -218,7 +218,8 @@ def test_paused_worker_late_result_is_refused(fleet: Fleet) -> None:
 
 def test_sigterm_finishes_within_grace_and_the_rest_reruns_elsewhere(fleet: Fleet) -> None:
     """Grace is 3 s: a 1.5 s task finishes and is stored; a long one is cancelled at the
-    deadline, never reported, and runs again on the other worker once the node is offline."""
+    deadline, handed back to the hub (worker:task:release) and runs again on the other worker
+    at once — without waiting for the node to go offline, and without using up an attempt."""
     [long_id] = fleet.submit(
         [{"kind": "fleet.sleep", "payload": {"seconds": 60, "retry_seconds": 0}}]
     )
@@ -248,10 +249,12 @@ def test_sigterm_finishes_within_grace_and_the_rest_reruns_elsewhere(fleet: Flee
     assert short["result"]["node"] == holder.node_id
     assert _outcomes(short) == [(holder.node_id, "succeeded")]
 
+    assert "handed 1 unfinished tasks back to the hub" in log, log[-2000:]
     long = fleet.wait_status(long_id, ["succeeded", "dead"], timeout_s=40)
     assert long["status"] == "succeeded", long
     assert long["result"]["node"] == other.node_id
-    assert _outcomes(long) == [(holder.node_id, "lost"), (other.node_id, "succeeded")]
+    assert _outcomes(long) == [(holder.node_id, "released"), (other.node_id, "succeeded")]
+    assert long["attempts"] == 1  # a released lease does not count as an attempt
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -128,3 +128,33 @@ async def test_confirm_failures_are_limited_too(strict: tuple[Any, httpx.AsyncCl
         assert r.status_code == 403
     r = await client.post("/api/v1/auth/confirm", json={"password": PASSWORD}, headers=user.headers)
     assert r.status_code == 429
+
+
+# --- the limiter itself (no hub) ------------------------------------------------------------
+
+
+def test_lockout_grows_exponentially_up_to_the_cap_and_expires_with_the_window() -> None:
+    from zhongshu import errors
+    from zhongshu.services.ratelimit import FailureLimiter, LockoutPolicy
+
+    now = [1000.0]
+    limiter = FailureLimiter(
+        {"*": LockoutPolicy(max_failures=2, window_s=100, base_s=1, cap_s=5)}, clock=lambda: now[0]
+    )
+    waits = []
+    for _ in range(6):
+        limiter.fail(["user:a"])
+        try:
+            limiter.check(["user:a"])
+            waits.append(0.0)
+        except errors.TooManyRequests as exc:
+            waits.append(exc.retry_after_s)
+    assert waits == [0.0, 1.0, 2.0, 4.0, 5.0, 5.0]
+    now[0] += 5.1
+    limiter.check(["user:a"])  # the lock has passed
+    limiter.check(["user:b", "ip:x"])  # others were never locked
+    now[0] += 200  # past the window: the count starts again
+    limiter.fail(["user:a"])
+    limiter.check(["user:a"])
+    limiter.succeed(["user:a"])
+    assert "user:a" not in limiter._records

@@ -165,3 +165,28 @@ async def test_no_api_changes_or_deletes_audit_rows(client: httpx.AsyncClient) -
     for method in ("PUT", "PATCH", "DELETE", "POST"):
         r = await client.request(method, "/api/v1/audit")
         assert r.status_code == 405, (method, r.status_code)
+
+
+def test_redact_masks_secrets_by_key_and_by_shape() -> None:
+    from zhongshu.services.audit import redact
+
+    secret = "SK" + "a" * 32
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    out = redact(
+        {
+            "password": "p",
+            "new_password": "p",
+            "Authorization": "Bearer x",
+            "refresh_token": "zsr_abc",
+            "nested": {"api_key": "k", "note": f"leaked {secret} and {jwt_like}"},
+            "list": [{"secret_key": "s"}, "zsr_abcdef"],
+            "access_key": "WK" + "b" * 32,
+            "count": 3,
+        }
+    )
+    assert out["password"] == out["new_password"] == out["Authorization"] == "***"
+    assert out["refresh_token"] == out["nested"]["api_key"] == "***"
+    assert out["nested"]["note"] == "leaked *** and ***"
+    assert out["list"] == [{"secret_key": "***"}, "***"]
+    assert out["access_key"] == "WK" + "b" * 32  # the public half stays searchable
+    assert out["count"] == 3

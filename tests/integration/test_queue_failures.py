@@ -66,7 +66,10 @@ async def test_failed_attempts_back_off_growing_up_to_the_cap_then_die(
             delay = ts(got["run_at"]) - finished
             assert ceiling / 2 - 1e-3 <= delay <= ceiling + 1e-3, (attempt, delay)
             delays.append(delay)
-    assert delays == sorted(delays)
+    # Each delay lies within its own attempt's bounds (checked above); with half of each
+    # delay random they need not be sorted once the cap is reached. Below the cap the
+    # windows [c/2, c] and [c, 2c] do not overlap, so the second wait is the longer one.
+    assert delays[1] >= delays[0]
     assert max(delays) <= CAP_S + 1e-3
 
     got = await get_task(client, t["id"])

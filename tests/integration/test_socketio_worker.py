@@ -25,7 +25,13 @@ Json = dict[str, Any]
 
 @pytest.fixture
 def served_settings(db_url: str, make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(database_url=db_url, task_lease_grace_s=0, reaper_interval_s=0.05)
+    return make_settings(
+        database_url=db_url,
+        task_lease_grace_s=0,
+        reaper_interval_s=0.05,
+        retry_base_s=0.01,
+        retry_cap_s=0.02,
+    )
 
 
 @pytest.fixture
@@ -323,7 +329,7 @@ async def test_reconnect_resends_held_leases(
     assert (await second.result(again))["accepted"] is True
 
 
-async def test_delayed_tasks_are_pushed_when_they_come_due(
+async def test_delayed_tasks_are_pushed_once_they_come_due(
     api: httpx.AsyncClient, worker: SioWorker
 ) -> None:
     await worker.register(capacity=4)
@@ -333,7 +339,30 @@ async def test_delayed_tasks_are_pushed_when_they_come_due(
     )
     run_at = {t["id"]: ts(t["run_at"]) for t in r.json()["items"]}
     await _assigned(worker, 4)
-    late = {t["id"]: t["received_at"] - run_at[t["id"]] for t in worker.assigned}
-    print("LATE", sorted(round(v, 3) for v in late.values()))
-    assert all(v >= 0 for v in late.values())
-    assert max(late.values()) < 0.5, late
+    late = [t["received_at"] - run_at[t["id"]] for t in worker.assigned]
+    # Never early; how soon after is test_retried_task_is_pushed_again_as_soon_as_it_is_due.
+    assert all(0 <= v < 1.5 for v in late), late
+
+
+@pytest.mark.xfail(
+    reason=(
+        "BUG: Dispatcher._idle_timeout asks TaskStore.next_run_at for run_at > now; a task "
+        "that came due between dispatch_once's lease query and that query is ignored, so the "
+        "dispatcher sleeps poll_s (1 s) before pushing it"
+    ),
+    strict=True,
+)
+async def test_retried_task_is_pushed_again_as_soon_as_it_is_due(
+    api: httpx.AsyncClient, worker: SioWorker
+) -> None:
+    # Backoff here is 5-20 ms, about as long as one dispatch round: a retry often comes due
+    # in the middle of a round. Each re-push must still come at once, not a poll later.
+    await worker.register()
+    await _submit(api, max_attempts=50)
+    for n in range(1, 41):
+        (lease,) = (await _assigned(worker, n))[-1:]
+        await worker.call("worker:heartbeat", {"stats": {}, "running": []})
+        failed_at = time.time()
+        assert (await worker.result(lease, "failed", error="again"))["accepted"]
+        await _assigned(worker, n + 1)
+        assert worker.assigned[n]["received_at"] - failed_at < 0.5, n

@@ -120,14 +120,16 @@ async def started_batch(body: StartedBatch, hub: HubDep, node: NodeDep) -> dict[
 
 class ReleaseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tasks: list[Held] = Field(min_length=1, max_length=1000)
+    tasks: list[Held] = Field(default_factory=list, max_length=1000)
     reason: SafeStr = Field("", max_length=500)
+    draining: bool = False
 
 
 @router.post("/release")
 async def release(body: ReleaseRequest, hub: HubDep, node: NodeDep) -> dict[str, Any]:
     """Hand back leases this node will not finish; they are queued again at once."""
-    return {"released": await hub.agent.release(node, [t.model_dump() for t in body.tasks])}
+    items = [t.model_dump() for t in body.tasks]
+    return {"released": await hub.agent.release(node, items, body.draining)}
 
 
 @router.post("/results")

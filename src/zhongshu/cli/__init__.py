@@ -143,10 +143,11 @@ def serve(
 
 
 def _register_subcommands() -> None:
-    from zhongshu.cli import client_commands, identity_commands
+    from zhongshu.cli import client_commands, identity_commands, relay_commands
 
     client_commands.register(app)
     identity_commands.register(app)
+    relay_commands.register(app)
     try:
         from zhongshu.cli import worker as worker_cli
     except ImportError:  # pragma: no cover - only while the worker package is being built

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.schema import callback_deliveries, nodes, task_attempts, tasks
+from zhongshu.db.schema import callback_deliveries, events, nodes, task_attempts, tasks
 from zhongshu.services.events import Event
 
 Row = dict[str, Any]
@@ -171,6 +171,51 @@ class TaskStore:
     ) -> Row | None:
         """Set ``values`` if the task is in one of ``from_states``; None when it is not."""
         return await self.db.run_write(_transition, task_id, from_states, values, ev)
+
+    async def complete(
+        self,
+        task_id: str,
+        from_states: Sequence[str],
+        finish: Callable[[Row], tuple[Row, Event]],
+        outcome: str,
+    ) -> tuple[Row | None, Event | None]:
+        """Finish a task outside the lease protocol, in one transaction.
+
+        The row is read for update; when it is in one of ``from_states``, ``finish(row)``
+        gives the column values and the event, its open attempt (if any) is closed with
+        ``outcome``, and ``(task, event)`` is returned. Otherwise nothing changes and
+        ``(task, None)`` comes back (``(None, None)`` for an unknown task).
+        """
+        return await self.db.run_write(self._complete, task_id, from_states, finish, outcome)
+
+    async def kind_events(
+        self,
+        kinds: Sequence[str],
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[Row]:
+        """Events about tasks of the given kinds, each with its task's ``kind``, ``payload``,
+        ``status`` and ``result`` (the relay's conversation log)."""
+        stmt = (
+            select(
+                events,
+                tasks.c.kind.label("task_kind"),
+                tasks.c.payload.label("task_payload"),
+                tasks.c.status.label("task_status"),
+                tasks.c.result.label("task_result"),
+            )
+            .join(tasks, tasks.c.id == events.c.subject_id)
+            .where(
+                events.c.subject_type == "task",
+                tasks.c.kind.in_(list(kinds)),
+                events.c.id > after_id,
+            )
+            .order_by(events.c.id.desc() if newest_first else events.c.id)
+            .limit(limit)
+        )
+        return await self.db.run_read(_all, stmt)
 
     async def held_by(self, node_id: str) -> list[Row]:
         return await self.db.run_read(
@@ -418,6 +463,29 @@ class TaskStore:
         ]
         event_store.append_sync(conn, evs)
         return evs
+
+    def _complete(
+        self,
+        conn: Connection,
+        task_id: str,
+        from_states: Sequence[str],
+        finish: Callable[[Row], tuple[Row, Event]],
+        outcome: str,
+    ) -> tuple[Row | None, Event | None]:
+        row = self._lock_rows(conn, [task_id], list(tasks.c)).get(task_id)
+        if row is None or row["status"] not in from_states:
+            return row, None
+        values, ev = finish(row)
+        conn.execute(update(tasks).where(tasks.c.seq == row["seq"]).values(**values))
+        conn.execute(
+            update(task_attempts)
+            .where(task_attempts.c.task_id == task_id, task_attempts.c.finished_at.is_(None))
+            .values(
+                finished_at=values.get("finished_at"), outcome=outcome, error=ev.data.get("error")
+            )
+        )
+        event_store.append_sync(conn, [ev])
+        return {**row, **values}, ev
 
     def _settle(
         self,

@@ -138,8 +138,12 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
     @sio.on("worker:task:release", namespace=NS)
     async def release(sid: str, data: Any) -> dict[str, Any]:
         try:
-            items = data["tasks"] if isinstance(data, dict) else []
-            return {"ok": True, "released": await hub.agent.release(await node_of(sid), items)}
+            if not isinstance(data, dict):
+                raise errors.InvalidInput("worker:task:release payload must be an object")
+            released = await hub.agent.release(
+                await node_of(sid), data.get("tasks") or [], bool(data.get("draining"))
+            )
+            return {"ok": True, "released": released}
         except Exception as exc:
             return _error(exc)
 

@@ -79,9 +79,13 @@ class AgentService:
         held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]
         return await self.tasks.start(node["id"], held)
 
-    async def release(self, node: Row, items: Sequence[Row]) -> list[str]:
+    async def release(self, node: Row, items: Sequence[Row], draining: bool = False) -> list[str]:
+        """Take back leases the node will not finish; ``draining``: send it nothing more
+        (it is shutting down; a re-registration ends that)."""
+        if draining:
+            self.dispatcher.drain(node["id"])
         held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]
-        return await self.tasks.release(node["id"], held)
+        return await self.tasks.release(node["id"], held) if held else []
 
     async def results(self, node: Row, items: Sequence[Row]) -> list[Row]:
         outcomes = [_outcome(i) for i in items]

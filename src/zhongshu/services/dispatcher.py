@@ -50,10 +50,12 @@ class NodeSession:
     send_revoke: SendRevoke
     held: set[str] = field(default_factory=set)
     online: bool = True
+    # The node is shutting down: it finishes what it holds and gets nothing new.
+    draining: bool = False
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.held) if self.online else 0
+        return self.capacity - len(self.held) if self.online and not self.draining else 0
 
     @property
     def load(self) -> float:
@@ -84,6 +86,11 @@ class Dispatcher:
         current = self.sessions.get(node_id)
         if current is not None and (session is None or current is session):
             del self.sessions[node_id]
+
+    def drain(self, node_id: str) -> None:
+        session = self.sessions.get(node_id)
+        if session is not None:
+            session.draining = True
 
     # --- wake-ups ----------------------------------------------------------------------
 

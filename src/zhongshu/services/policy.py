@@ -123,6 +123,13 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", f"{V1}/agent/started"): NODE,
     ("POST", f"{V1}/agent/results"): NODE,
     ("POST", f"{V1}/agent/release"): NODE,
+    # the Conversation Bus relay (docs/relay.md): writes need the relay key; the seed's
+    # reads are public (they show relay conversations only, never other tasks)
+    ("POST", "/api/relay/send"): RELAY,
+    ("POST", "/api/relay/callback"): RELAY,
+    ("POST", "/api/relay/ack"): RELAY,
+    ("GET", "/api/relay/logs"): PUBLIC,
+    ("GET", "/api/relay/task-status/{relay_task_id}"): PUBLIC,
 }
 
 

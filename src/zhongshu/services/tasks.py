@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zhongshu import errors
-from zhongshu.db.task_store import Ack, Outcome, Row, TaskStore
+from zhongshu.db.task_store import ACTIVE_STATES, Ack, Outcome, Row, TaskStore
 from zhongshu.services.events import Event, EventBus
 from zhongshu.services.identity import SYSTEM, Principal
 
@@ -269,6 +269,64 @@ class TaskService:
             )
         self.bus.publish([ev])
         return done
+
+    async def complete_external(
+        self,
+        task_id: str,
+        succeeded: bool,
+        result: Any,
+        actor: str,
+        *,
+        error: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> tuple[Row, Event | None]:
+        """Finish an unfinished task on someone else's word (a relay child's callback),
+        whatever state it is in: pending, leased, running or waiting for a retry.
+
+        Parameters
+        ----------
+        succeeded:
+            ``True`` → ``succeeded`` with ``result``; ``False`` → ``dead`` (no retry).
+        actor:
+            Who finished it, recorded on the event (e.g. ``relay:relay``).
+        data:
+            Extra fields for the event (e.g. the child's id).
+
+        Returns
+        -------
+        ``(task, event)``; ``event`` is ``None`` when the task was already finished and
+        nothing changed, so a repeated completion is never applied twice.
+        """
+
+        def finish(row: Row) -> tuple[Row, Event]:
+            now = time.time()
+            status = "succeeded" if succeeded else "dead"
+            values: Row = {
+                "status": status,
+                "result": result,
+                "error": None if succeeded else (error or "reported failed"),
+                "finished_at": now,
+                "updated_at": now,
+                "lease_expires_at": None,
+            }
+            if row.get("callback_url"):
+                values.update(callback_status="pending", callback_next_at=now)
+            ev_data = {
+                "attempt": row["attempts"],
+                "error": values["error"],
+                "capability": row["capability"],
+                "node_id": row.get("node_id"),
+                "was": row["status"],
+                **(data or {}),
+            }
+            return values, Event(f"task.{status}", "task", task_id, actor, ev_data, now)
+
+        row, ev = await self.store.complete(task_id, ACTIVE_STATES, finish, "external")
+        if row is None:
+            raise errors.TaskNotFound(f"task {task_id} not found")
+        if ev is not None:
+            self.bus.publish([ev])
+        return row, ev
 
     # --- housekeeping ------------------------------------------------------------------
 

@@ -228,6 +228,7 @@ class Worker:
     async def _shutdown(self, flusher: asyncio.Task[None], connection: asyncio.Task[None]) -> None:
         self._stopping = True
         self._slot_free.set()
+        await self._hand_back(announce=True)  # "send me nothing new" before the grace period
         finished, cancelled = await self._finish_running()
         await self._drain(timeout_s=10.0)
         await self._hand_back()
@@ -256,18 +257,22 @@ class Worker:
             left,
         )
 
-    async def _hand_back(self) -> None:
+    async def _hand_back(self, announce: bool = False) -> None:
         """Tell the hub which leases this worker will not finish, so they run elsewhere now
-        instead of after the node's offline timeout."""
+        instead of after the node's offline timeout (and, first, that it is draining)."""
         from zhongshu.worker import transports
 
         items, self._handback = self._handback, []
-        if not items:
+        if not items and not announce:
+            return
+        if not self.transport.connected:
+            self._handback = items
             return
         try:
             async with asyncio.timeout(2.0):
                 await self.transport.send_release(items)
-            logger.info("handed %d unfinished tasks back to the hub", len(items))
+            if items:
+                logger.info("handed %d unfinished tasks back to the hub", len(items))
         except (TimeoutError, transports.HubUnavailable, OSError) as exc:
             logger.warning(
                 "could not hand back %d tasks (%s); the hub re-queues them when this node "

@@ -101,7 +101,8 @@ class Transport:
         raise NotImplementedError
 
     async def send_release(self, items: list[dict[str, Any]]) -> None:
-        """Hand leases back to the hub (``worker:task:release``); raises HubUnavailable."""
+        """Tell the hub this worker is draining (shutting down: send nothing new) and hand
+        back the leases in ``items`` (``worker:task:release``); raises HubUnavailable."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -250,7 +251,9 @@ class SocketIOTransport(Transport):
         return acks if isinstance(acks, list) else None
 
     async def send_release(self, items: list[dict[str, Any]]) -> None:
-        await self._call(EV_RELEASE, {"tasks": items, "reason": "worker shutting down"})
+        await self._call(
+            EV_RELEASE, {"tasks": items, "reason": "worker shutting down", "draining": True}
+        )
 
     async def close(self) -> None:
         await super().close()
@@ -389,7 +392,8 @@ class HttpTransport(Transport):
 
     async def send_release(self, items: list[dict[str, Any]]) -> None:
         await self._post(
-            "/api/v1/agent/release", {"tasks": items, "reason": "worker shutting down"}
+            "/api/v1/agent/release",
+            {"tasks": items, "reason": "worker shutting down", "draining": True},
         )
 
     async def _post(
