@@ -344,14 +344,6 @@ async def test_delayed_tasks_are_pushed_once_they_come_due(
     assert all(0 <= v < 1.5 for v in late), late
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Dispatcher._idle_timeout asks TaskStore.next_run_at for run_at > now; a task "
-        "that came due between dispatch_once's lease query and that query is ignored, so the "
-        "dispatcher sleeps poll_s (1 s) before pushing it"
-    ),
-    strict=True,
-)
 async def test_retried_task_is_pushed_again_as_soon_as_it_is_due(
     api: httpx.AsyncClient, worker: SioWorker
 ) -> None:

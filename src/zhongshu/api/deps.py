@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from zhongshu import errors
 from zhongshu.hub import Hub
 from zhongshu.services import audit as audit_mod
-from zhongshu.services import identity
+from zhongshu.services import identity, node_auth
 from zhongshu.services import policy as policy_mod
 from zhongshu.services.identity import Principal
 
@@ -92,23 +92,7 @@ async def _bearer(hub: Hub, token: str, ip: str) -> Principal:
 
 
 async def _node(request: Request, hub: Hub, value: str, ip: str) -> Principal:
-    key, secret = identity.parse_key_pair(value, "CN", "CS")
-    subjects = [f"key:{key}", f"ip:{ip}"]
-    hub.limiter.check(subjects)
-    try:
-        node = await hub.nodes.authenticate(key, secret)
-    except errors.ZhongshuError as exc:
-        if isinstance(exc, errors.AuthenticationFailed):
-            hub.limiter.fail(subjects)
-        await hub.audit.record(
-            "auth.node_key",
-            actor="anonymous",
-            target_type="node",
-            outcome="failure",
-            detail={"access_key": key, "reason": exc.message},
-        )
-        raise
-    hub.limiter.succeed(subjects[:1])
+    node = await node_auth.authenticate_node(hub.nodes, hub.limiter, hub.audit, value, ip)
     request.state.node = node
     return Principal("node", node["id"], "node", name=node["name"], via="node")
 

@@ -61,7 +61,7 @@ def check_config(config: ConfigOpt = None) -> None:
     """Validate the configuration and print the effective values (secrets hidden)."""
     settings = settings_or_exit(config)
     shown = settings.model_dump(mode="json")
-    for key in ("secret_key", "callback_secret"):
+    for key in ("secret_key", "callback_secret", "relay_api_keys"):
         if shown.get(key):
             shown[key] = "***"
     for key, value in shown.items():

@@ -13,7 +13,7 @@ import socketio
 
 from zhongshu import errors
 from zhongshu.hub import Hub
-from zhongshu.services import identity
+from zhongshu.services import node_auth
 from zhongshu.services import nodes as node_rules
 from zhongshu.services.dispatcher import NodeSession
 
@@ -21,14 +21,20 @@ log = logging.getLogger("zhongshu.realtime.worker")
 NS = "/worker"
 
 
-def _credentials(environ: dict[str, Any], auth: Any) -> tuple[str, str]:
+def _key_pair(environ: dict[str, Any], auth: Any) -> str:
     if isinstance(auth, dict) and auth.get("key") and auth.get("secret"):
-        return identity.parse_key_pair(f"{auth['key']}:{auth['secret']}", "CN", "CS")
+        return f"{auth['key']}:{auth['secret']}"
     header = environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.upper() == "AK-SK":
-        return identity.parse_key_pair(value.strip(), "CN", "CS")
+        return value.strip()
     raise errors.AuthenticationFailed("send auth={key, secret} or an AK-SK Authorization header")
+
+
+def _client_ip(environ: dict[str, Any]) -> str:
+    # engine.io's environ says 127.0.0.1 for everyone; the ASGI scope knows the peer.
+    client = (environ.get("asgi.scope") or {}).get("client")
+    return str(client[0]) if client else str(environ.get("REMOTE_ADDR", ""))
 
 
 def _error(exc: Exception) -> dict[str, Any]:
@@ -51,8 +57,13 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
     @sio.on("connect", namespace=NS)
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
-            key, secret = _credentials(environ, auth)
-            node = await hub.nodes.authenticate(key, secret)
+            node = await node_auth.authenticate_node(
+                hub.nodes,
+                hub.limiter,
+                hub.audit,
+                _key_pair(environ, auth),
+                _client_ip(environ),
+            )
         except errors.ZhongshuError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
         if node["id"] in connected:

@@ -69,6 +69,7 @@ class Dispatcher:
         self.poll_s = poll_s
         self.sessions: dict[str, NodeSession] = {}
         self._wake = asyncio.Event()
+        self._round_started = 0.0
         self._work = asyncio.Event()  # replaced on each wake; HTTP long-polls wait on it
         bus.listen("task.", self._on_task_event)
         bus.listen("node.", self._on_node_event)
@@ -164,13 +165,16 @@ class Dispatcher:
     async def _idle_timeout(self) -> float:
         if not self.sessions:
             return self.poll_s
-        nxt = await self.tasks.next_run_at()
+        # Tasks that came due after the last round's lease query are due now; tasks due
+        # before it that no node took are not (that would spin).
+        nxt = await self.tasks.next_run_at(after=self._round_started)
         if nxt is None:
             return self.poll_s
         return max(0.0, min(self.poll_s, nxt - time.time()))
 
     async def dispatch_once(self) -> int:
         """Fill every connected node's free slots, least loaded first. Returns tasks sent."""
+        self._round_started = time.time()
         sent = 0
         progress = True
         while progress:

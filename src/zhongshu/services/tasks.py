@@ -353,8 +353,9 @@ class TaskService:
         self.bus.publish([a.event for a in acks if a.event is not None])
         return [a for a in acks if a.accepted]
 
-    async def next_run_at(self) -> float | None:
-        return await self.store.next_run_at(time.time())
+    async def next_run_at(self, after: float | None = None) -> float | None:
+        """The earliest ``run_at`` of a waiting task later than ``after`` (default: now)."""
+        return await self.store.next_run_at(time.time() if after is None else after)
 
 
 def _may_see(viewer: Principal, row: Row) -> bool:
