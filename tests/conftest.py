@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,22 @@ for _key in list(os.environ):
         del os.environ[_key]
 
 REQUIRE_SERVICES = os.environ.get("ZHONGSHU_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2 with the cheapest parameters in-process: the production costs take
+    0.1-0.8 s per hash on this machine, and most tests create and log in users. (Hubs run as
+    subprocesses by the acceptance tests keep the real parameters.)"""
+    from argon2 import PasswordHasher
+
+    from zhongshu.services import identity
+
+    monkeypatch.setattr(
+        identity, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+
+
 ADMIN = ("admin", "Admin-pass-1")
 
 
@@ -62,10 +79,29 @@ async def _truncate_all(url: str) -> None:
     await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database, built once; each test gets a copy (migrating per test
+    cost most of a test's set-up)."""
+    from zhongshu.db.engine import Database
+
+    path = tmp_path_factory.mktemp("template") / "zhongshu.db"
+
+    async def build() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await db.migrate()
+        await db.dispose()
+
+    asyncio.run(build())
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'zhongshu.db'}"
+        target = tmp_path / "zhongshu.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite+aiosqlite:///{target}"
     url = request.getfixturevalue("pg_database")
     asyncio.run(_truncate_all(url))
     return url

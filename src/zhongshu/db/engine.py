@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -166,15 +167,16 @@ class Database:
             return False
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+        """Bring the schema to the newest Alembic revision (idempotent; a database already
+        at the head revision costs one query)."""
         from alembic import command
-        from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg = _alembic_config()
         async with self.engine.begin() as conn:
 
             def _upgrade(sync_conn: Any) -> None:
+                if _current_revision(sync_conn) == _head_revision():
+                    return
                 cfg.attributes["connection"] = sync_conn
                 command.upgrade(cfg, "head")
 
@@ -186,6 +188,27 @@ class Database:
             self._writer.shutdown(wait=True)
             self._readers.shutdown(wait=True)
             self._sync_engine.dispose()
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _current_revision(sync_conn: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(sync_conn).get_current_revision()
 
 
 def null_pool_engine(url: str) -> AsyncEngine:
