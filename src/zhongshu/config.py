@@ -79,10 +79,9 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError(
-                f"database_url must start with 'sqlite' or 'postgresql', got {value.split(':')[0]!r}"
-            )
+        if not value.startswith(("sqlite", "postgres")):
+            scheme = value.split(":")[0]
+            raise ValueError(f"must start with 'sqlite' or 'postgresql', got {scheme!r}")
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             value = "postgresql+asyncpg://" + value.split("://", 1)[1]
         if value.startswith("sqlite:///"):
