@@ -78,8 +78,9 @@ class ApiKeyService:
                 f"you already hold {MAX_KEYS_PER_USER} API keys: delete unused ones first"
             )
         secret = identity.random_token("SK")
-        row = {
-            "id": "key_" + uuid.uuid4().hex[:24],
+        key_id = "key_" + uuid.uuid4().hex[:24]
+        row: dict[str, Any] = {
+            "id": key_id,
             "owner_id": owner.id,
             "name": name,
             "access_key": identity.random_token("WK"),
@@ -94,7 +95,7 @@ class ApiKeyService:
         ev = Event(
             "api_key.created",
             "api_key",
-            row["id"],
+            key_id,
             owner.actor,
             {"name": name, "scopes": clean_scopes, "owner_id": owner.id, "expires_at": expires_at},
             now,
@@ -197,6 +198,7 @@ class ApiKeyService:
         if problem:
             await self._audit_failure(access_key, key, problem)
             raise errors.AuthenticationFailed(problem)
+        assert owner is not None  # refused above
         self.limiter.succeed(subjects[:1])
         now = time.time()
         if now - self._touched.get(key["id"], 0.0) >= TOUCH_EVERY_S:

@@ -256,8 +256,9 @@ class IdentityService:
         if await self.store.by_username(username):
             raise errors.Conflict(f"username {username!r} is taken")
         now = time.time()
-        row = {
-            "id": uuid.uuid4().hex,
+        user_id = uuid.uuid4().hex
+        row: dict[str, Any] = {
+            "id": user_id,
             "username": username,
             "password_hash": _hasher.hash(password),
             "role": role,
@@ -269,7 +270,7 @@ class IdentityService:
             "updated_at": now,
         }
         ev = Event(
-            "user.created", "user", row["id"], actor.actor, {"username": username, "role": role}
+            "user.created", "user", user_id, actor.actor, {"username": username, "role": role}
         )
         await self.store.insert(row, ev)
         self.bus.publish([ev])
