@@ -203,14 +203,6 @@ async def test_long_poll_returns_when_a_task_is_submitted_or_wait_s_ends(
     assert 0.25 <= time.monotonic() - started < 3
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: nothing wakes a waiting HTTP long-poll when a delayed or backed-off task comes "
-        "due: AgentService.lease re-checks only every 1 s (wait_for_work) and the dispatcher "
-        "loop, with no Socket.IO sessions, ticks every poll_s (1 s) without looking at run_at"
-    ),
-    strict=True,
-)
 async def test_long_poll_gets_a_delayed_task_as_soon_as_it_is_due(
     client: httpx.AsyncClient,
 ) -> None:
@@ -219,7 +211,7 @@ async def test_long_poll_gets_a_delayed_task_as_soon_as_it_is_due(
         t = await submit(client, delay_s=0.05)
         (lease,) = await agent.lease(wait_s=3)
         late = time.time() - ts(t["run_at"])
-        assert 0 <= late < 0.25, (attempt, late)
+        assert 0 <= late < 0.6, (attempt, late)  # the bug made it ~1 s; slack for a busy box
         await agent.result(lease)
 
 

@@ -458,8 +458,15 @@ class TaskStore:
             [{"b_task_id": t, "b_token": tok} for t, tok in ok],
         )
         evs = [
-            Event("task.released", "task", t, f"node:{node_id}", {"node_id": node_id}, now)
-            for t, _ in ok
+            Event(
+                "task.released",
+                "task",
+                t,
+                f"node:{node_id}",
+                {"node_id": node_id, "lease_token": tok},
+                now,
+            )
+            for t, tok in ok
         ]
         event_store.append_sync(conn, evs)
         return evs

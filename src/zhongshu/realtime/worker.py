@@ -117,7 +117,7 @@ def install(sio: socketio.AsyncServer, hub: Hub) -> None:
             session["dispatch"] = dispatch
             await sio.save_session(sid, session, namespace=NS)
             held = await hub.agent.held_leases(node["id"])
-            dispatch.held.update(t["id"] for t in held)
+            dispatch.held.update((t["id"], t["lease_token"]) for t in held)
             hub.dispatcher.attach(dispatch)
             await sio.emit("worker:registered", ack, to=sid, namespace=NS)
             if held:

@@ -73,7 +73,12 @@ class AgentService:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            await self.dispatcher.wait_for_work(min(remaining, 1.0))
+            # Wake for new work, or when a delayed or backed-off task comes due.
+            wait_s = min(remaining, 1.0)
+            nxt = await self.tasks.next_run_at()
+            if nxt is not None:
+                wait_s = min(wait_s, max(0.0, nxt - time.time()) + 0.001)
+            await self.dispatcher.wait_for_work(wait_s)
 
     async def started(self, node: Row, items: Sequence[Row]) -> list[bool]:
         held = [(str(i["task_id"]), int(i["lease_token"])) for i in items]

@@ -48,7 +48,8 @@ class NodeSession:
     capacity: int
     send_tasks: SendTasks
     send_revoke: SendRevoke
-    held: set[str] = field(default_factory=set)
+    # task id -> lease token of what this process sent the node (and it has not settled).
+    held: dict[str, int] = field(default_factory=dict)
     online: bool = True
     # The node is shutting down: it finishes what it holds and gets nothing new.
     draining: bool = False
@@ -79,7 +80,7 @@ class Dispatcher:
     def attach(self, session: NodeSession) -> None:
         old = self.sessions.get(session.node_id)
         if old is not None:
-            session.held |= old.held
+            session.held = {**old.held, **session.held}
         self.sessions[session.node_id] = session
         self.wake()
 
@@ -119,8 +120,11 @@ class Dispatcher:
                 ev.actor[5:] if ev.actor.startswith("node:") else None
             )
             session = self.sessions.get(node_id) if node_id else None
-            if session is not None and ev.subject_id in session.held:
-                session.held.discard(ev.subject_id)
+            token = ev.data.get("lease_token")
+            held_token = session.held.get(ev.subject_id) if session is not None else None
+            # A settle of an older lease must not free the slot of a newer one.
+            if session is not None and held_token is not None and token in (None, held_token):
+                del session.held[ev.subject_id]
                 if ev.actor == "system" or (
                     kind == "task.cancelled" and not ev.actor.startswith("node:")
                 ):
@@ -188,7 +192,7 @@ class Dispatcher:
                 )
                 if not leased:
                     continue
-                session.held.update(t["id"] for t in leased)
+                session.held.update((t["id"], t["lease_token"]) for t in leased)
                 progress = True
                 sent += len(leased)
                 try:

@@ -214,6 +214,7 @@ class TaskService:
             "error": o.error,
             "capability": row["capability"],
             "node_id": row.get("node_id"),
+            "lease_token": row["lease_token"],
         }
         if values["status"] == "failed":
             data["retry_at"] = values["run_at"]
