@@ -154,3 +154,24 @@ async def client(hub: Any) -> AsyncIterator[httpx.AsyncClient]:
         r.raise_for_status()
         c.headers["authorization"] = f"Bearer {r.json()['access_token']}"
         yield c
+
+
+async def create_admin(settings: Settings) -> None:
+    """Migrate the settings' database and create the ``ADMIN`` user in it."""
+    from zhongshu.hub import Hub
+
+    hub = Hub.build(settings)
+    try:
+        await hub.db.migrate()
+        await hub.identity.create_user(*ADMIN, "admin")
+    finally:
+        await hub.db.dispose()
+
+
+@pytest.fixture
+def served(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[testing.ServedHub]:
+    """A hub on SQLite with an admin, served on a free loopback port (a real socket)."""
+    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    asyncio.run(create_admin(settings))
+    with testing.served_hub(settings) as hub:
+        yield hub

@@ -7,13 +7,12 @@ set up data they do not test (tasks to show, a node to lease with) over HTTP dir
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import httpx
 import pytest
 
 from zhongshu import testing
-from zhongshu.config import Settings
 
 ADMIN = ("admin", "Admin-pass-1")
 Result = subprocess.CompletedProcess[str]
@@ -65,25 +63,6 @@ class Cli:
             for proc in procs:  # only still running when a run hung or an assertion broke
                 proc.kill()
         return results
-
-
-async def _create_admin(settings: Settings) -> None:
-    from zhongshu.hub import Hub
-
-    hub = Hub.build(settings)
-    try:
-        await hub.db.migrate()
-        await hub.identity.create_user(*ADMIN, "admin")
-    finally:
-        await hub.db.dispose()
-
-
-@pytest.fixture
-def served(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[testing.ServedHub]:
-    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-    asyncio.run(_create_admin(settings))
-    with testing.served_hub(settings) as hub:
-        yield hub
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,28 +12,8 @@ from typer.testing import CliRunner
 
 from zhongshu import testing
 from zhongshu.cli import app as cli_app
-from zhongshu.config import Settings
 
 ADMIN = ("admin", "Admin-pass-1")
-
-
-async def _create_admin(settings: Settings) -> None:
-    from zhongshu.hub import Hub
-
-    hub = Hub.build(settings)
-    try:
-        await hub.db.migrate()
-        await hub.identity.create_user(*ADMIN, "admin")
-    finally:
-        await hub.db.dispose()
-
-
-@pytest.fixture
-def served(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[testing.ServedHub]:
-    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-    asyncio.run(_create_admin(settings))
-    with testing.served_hub(settings) as hub:
-        yield hub
 
 
 @pytest.fixture
