@@ -1,4 +1,5 @@
-"""SQL for nodes."""
+"""SQL for nodes. Each method is one transaction run in one hop (``run_read``/``run_write``):
+node lookups sit on every authenticated agent request and heartbeat."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
@@ -21,80 +22,96 @@ class NodeStore:
         self.db = db
 
     async def insert(self, row: Row, ev: Event) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(insert(nodes).values(**row))
-            await event_store.append(conn, [ev])
+        await self.db.run_write(_insert, row, ev)
 
     async def get(self, node_id: str) -> Row | None:
-        async with self.db.read() as conn:
-            return await _one(conn, nodes.c.id == node_id)
+        return await self.db.run_read(_one, nodes.c.id == node_id)
 
     async def by_access_key(self, access_key: str) -> Row | None:
-        async with self.db.read() as conn:
-            return await _one(conn, nodes.c.access_key == access_key)
+        return await self.db.run_read(_one, nodes.c.access_key == access_key)
 
     async def find(self, owner_id: str | None = None) -> list[Row]:
         where = [nodes.c.owner_id == owner_id] if owner_id is not None else []
-        async with self.db.read() as conn:
-            res = await conn.execute(select(nodes).where(*where).order_by(nodes.c.created_at))
-            return [dict(r._mapping) for r in res]
+        return await self.db.run_read(
+            _all, select(nodes).where(*where).order_by(nodes.c.created_at)
+        )
 
     async def update(self, node_id: str, values: Row, evs: Sequence[Event] = ()) -> Row | None:
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                update(nodes).where(nodes.c.id == node_id).values(**values).returning(*nodes.c)
-            )
-            row = res.first()
-            if row is not None:
-                await event_store.append(conn, evs)
-            return dict(row._mapping) if row else None
+        return await self.db.run_write(_update, node_id, values, evs)
 
     async def touch_many(self, beats: Sequence[Row]) -> None:
         """Record many heartbeats in one transaction (``id``, ``at``, ``stats``)."""
-        if not beats:
-            return
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(nodes)
-                .where(nodes.c.id == bindparam("b_id"))
-                .values(last_heartbeat_at=bindparam("b_at"), stats=bindparam("b_stats")),
-                [{"b_id": b["id"], "b_at": b["at"], "b_stats": b["stats"]} for b in beats],
-            )
+        if beats:
+            await self.db.run_write(_touch_many, beats)
 
     async def mark_offline(self, cutoff: float, now: float) -> list[Row]:
         """Online nodes silent since before ``cutoff`` become offline; returns them."""
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                update(nodes)
-                .where(nodes.c.status == "online", nodes.c.last_heartbeat_at < cutoff)
-                .values(status="offline", updated_at=now)
-                .returning(nodes.c.id, nodes.c.name, nodes.c.last_heartbeat_at)
-            )
-            gone = [dict(r._mapping) for r in res]
-            await event_store.append(
-                conn,
-                [
-                    Event(
-                        "node.offline",
-                        "node",
-                        g["id"],
-                        "system",
-                        {"name": g["name"], "last_heartbeat_at": g["last_heartbeat_at"]},
-                        now,
-                    )
-                    for g in gone
-                ],
-            )
-        return gone
+        return await self.db.run_write(_mark_offline, cutoff, now)
 
     async def delete(self, node_id: str, ev: Event) -> bool:
-        async with self.db.write() as conn:
-            res = await conn.execute(delete(nodes).where(nodes.c.id == node_id))
-            if res.rowcount:
-                await event_store.append(conn, [ev])
-            return bool(res.rowcount)
+        return await self.db.run_write(_delete, node_id, ev)
 
 
-async def _one(conn: AsyncConnection, cond: Any) -> Row | None:
-    row = (await conn.execute(select(nodes).where(cond))).first()
+def _insert(conn: Connection, row: Row, ev: Event) -> None:
+    conn.execute(insert(nodes).values(**row))
+    event_store.append_sync(conn, [ev])
+
+
+def _one(conn: Connection, cond: Any) -> Row | None:
+    row = conn.execute(select(nodes).where(cond)).first()
     return dict(row._mapping) if row else None
+
+
+def _all(conn: Connection, stmt: Any) -> list[Row]:
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _update(conn: Connection, node_id: str, values: Row, evs: Sequence[Event]) -> Row | None:
+    row = conn.execute(
+        update(nodes).where(nodes.c.id == node_id).values(**values).returning(*nodes.c)
+    ).first()
+    if row is None:
+        return None
+    event_store.append_sync(conn, evs)
+    return dict(row._mapping)
+
+
+def _touch_many(conn: Connection, beats: Sequence[Row]) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.id == bindparam("b_id"))
+        .values(last_heartbeat_at=bindparam("b_at"), stats=bindparam("b_stats")),
+        [{"b_id": b["id"], "b_at": b["at"], "b_stats": b["stats"]} for b in beats],
+    )
+
+
+def _mark_offline(conn: Connection, cutoff: float, now: float) -> list[Row]:
+    gone = _all(
+        conn,
+        update(nodes)
+        .where(nodes.c.status == "online", nodes.c.last_heartbeat_at < cutoff)
+        .values(status="offline", updated_at=now)
+        .returning(nodes.c.id, nodes.c.name, nodes.c.last_heartbeat_at),
+    )
+    event_store.append_sync(
+        conn,
+        [
+            Event(
+                "node.offline",
+                "node",
+                g["id"],
+                "system",
+                {"name": g["name"], "last_heartbeat_at": g["last_heartbeat_at"]},
+                now,
+            )
+            for g in gone
+        ],
+    )
+    return gone
+
+
+def _delete(conn: Connection, node_id: str, ev: Event) -> bool:
+    res = conn.execute(delete(nodes).where(nodes.c.id == node_id))
+    if res.rowcount:
+        event_store.append_sync(conn, [ev])
+    return bool(res.rowcount)
