@@ -61,31 +61,49 @@ def run_zhongshu(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def measure_latency(client: Any, samples: int) -> dict[str, float]:
-    """Submit one task at a time on an idle hub; latency = handler start - submit start."""
-    sent: list[tuple[str, float]] = []
+    """Submit one task at a time on an idle hub; latency = handler start - submit start.
+
+    Also splits it, from the hub's own timestamps: the HTTP submit round trip, created →
+    leased (dispatch), and leased → handler start (commit, push, worker)."""
+    sent: list[tuple[str, float, float]] = []
     for _ in range(samples):
         t0 = time.time()
         r = client.post("/api/v1/tasks", json={"kind": "bench.stamp"})
         r.raise_for_status()
-        sent.append((r.json()["id"], t0))
+        sent.append((r.json()["id"], t0, time.time()))
         time.sleep(0.02)
-    out = []
-    for task_id, t0 in sent:
+    total, submit, dispatch, deliver = [], [], [], []
+    for task_id, t0, t1 in sent:
         deadline = time.monotonic() + 30
         while True:
             t = client.get(f"/api/v1/tasks/{task_id}").json()
             if t["status"] == "succeeded":
-                out.append((t["result"]["started"] - t0) * 1000)
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"latency task {task_id} did not finish: {t['status']}")
             time.sleep(0.01)
+        started = t["result"]["started"]
+        leased = _epoch(t["attempts_history"][0]["leased_at"])
+        total.append((started - t0) * 1000)
+        submit.append((t1 - t0) * 1000)
+        dispatch.append((leased - _epoch(t["created_at"])) * 1000)
+        deliver.append((started - leased) * 1000)
+    p = common.percentile
     return {
-        "p50_ms": round(common.percentile(out, 50), 2),
-        "p99_ms": round(common.percentile(out, 99), 2),
-        "max_ms": round(max(out), 2),
-        "samples": len(out),
+        "p50_ms": round(p(total, 50), 2),
+        "p99_ms": round(p(total, 99), 2),
+        "max_ms": round(max(total), 2),
+        "samples": len(total),
+        "submit_http_p50_ms": round(p(submit, 50), 2),
+        "created_to_leased_p50_ms": round(p(dispatch, 50), 2),
+        "leased_to_handler_p50_ms": round(p(deliver, 50), 2),
     }
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def count_succeeded(client: Any) -> int:
