@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
@@ -30,15 +31,9 @@ class ApiKeyStore:
             return dict(row._mapping) if row else None
 
     async def with_owner(self, access_key: str) -> tuple[Row | None, Row | None]:
-        """The key for an access key and its owner, in one snapshot."""
-        async with self.db.read() as conn:
-            key = (
-                await conn.execute(select(api_keys).where(api_keys.c.access_key == access_key))
-            ).first()
-            if key is None:
-                return None, None
-            owner = (await conn.execute(select(users).where(users.c.id == key.owner_id))).first()
-        return dict(key._mapping), dict(owner._mapping) if owner else None
+        """The key for an access key and its owner, in one snapshot (one hop: this runs on
+        every request authenticated with a user key)."""
+        return await self.db.run_read(_with_owner, access_key)
 
     async def list(
         self, owner_id: str | None, limit: int = 100, offset: int = 0
@@ -80,3 +75,11 @@ class ApiKeyStore:
             if res.rowcount:
                 await event_store.append(conn, [ev])
             return bool(res.rowcount)
+
+
+def _with_owner(conn: Connection, access_key: str) -> tuple[Row | None, Row | None]:
+    key = conn.execute(select(api_keys).where(api_keys.c.access_key == access_key)).first()
+    if key is None:
+        return None, None
+    owner = conn.execute(select(users).where(users.c.id == key.owner_id)).first()
+    return dict(key._mapping), dict(owner._mapping) if owner else None

@@ -160,10 +160,10 @@ class Database:
 
     async def ping(self) -> bool:
         try:
-            async with self.read() as conn:
-                await conn.exec_driver_sql("SELECT 1")
+            await self.run_read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
             return True
-        except errors.StoreError:
+        except Exception:  # a health check answers "not ready", whatever the cause
+            log.warning("database ping failed", exc_info=True)
             return False
 
     async def migrate(self) -> None:
