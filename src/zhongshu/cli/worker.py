@@ -12,7 +12,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -105,7 +105,7 @@ def worker(
         grace_s=grace,
         report_fast_starts=report_fast_starts,
     )
-    asyncio.run(_serve(node))
+    _run(_serve(node))
 
 
 async def _serve(node: Worker) -> None:
@@ -130,3 +130,13 @@ def _setup_logging(level: str) -> None:
     # Engine.IO/Socket.IO chatter (and httpx request lines) only when debugging.
     for name in ("engineio", "socketio", "httpx"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _run(main: Any) -> None:
+    """Run on uvloop when it is installed (it comes with uvicorn[standard]), like the hub."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
