@@ -125,10 +125,9 @@ class Dispatcher:
             # A settle of an older lease must not free the slot of a newer one.
             if session is not None and held_token is not None and token in (None, held_token):
                 del session.held[ev.subject_id]
-                if ev.actor == "system" or (
-                    kind == "task.cancelled" and not ev.actor.startswith("node:")
-                ):
-                    # The hub took the lease back: tell the node to stop.
+                if not ev.actor.startswith("node:"):
+                    # Someone else ended it (the reaper, a cancel, a relay callback): tell
+                    # the node to stop; its result would be refused anyway.
                     asyncio.get_running_loop().create_task(
                         self._revoke(session, [ev.subject_id], ev.data.get("error") or kind)
                     )
