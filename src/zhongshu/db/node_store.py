@@ -39,10 +39,12 @@ class NodeStore:
     async def update(self, node_id: str, values: Row, evs: Sequence[Event] = ()) -> Row | None:
         return await self.db.run_write(_update, node_id, values, evs)
 
-    async def touch_many(self, beats: Sequence[Row]) -> None:
-        """Record many heartbeats in one transaction (``id``, ``at``, ``stats``)."""
-        if beats:
-            await self.db.run_write(_touch_many, beats)
+    async def touch_many(self, beats: Sequence[Row]) -> list[str]:
+        """Record many heartbeats in one transaction (``id``, ``at``, ``stats``); returns
+        the ids among them that are not online (or gone) in the database."""
+        if not beats:
+            return []
+        return await self.db.run_write(_touch_many, beats)
 
     async def mark_offline(self, cutoff: float, now: float) -> list[Row]:
         """Online nodes silent since before ``cutoff`` become offline; returns them."""
@@ -76,13 +78,21 @@ def _update(conn: Connection, node_id: str, values: Row, evs: Sequence[Event]) -
     return dict(row._mapping)
 
 
-def _touch_many(conn: Connection, beats: Sequence[Row]) -> None:
+def _touch_many(conn: Connection, beats: Sequence[Row]) -> list[str]:
     conn.execute(
         update(nodes)
-        .where(nodes.c.id == bindparam("b_id"))
+        .where(nodes.c.id == bindparam("b_id"), nodes.c.status == "online")
         .values(last_heartbeat_at=bindparam("b_at"), stats=bindparam("b_stats")),
         [{"b_id": b["id"], "b_at": b["at"], "b_stats": b["stats"]} for b in beats],
     )
+    ids = [b["id"] for b in beats]
+    online = {
+        r[0]
+        for r in conn.execute(
+            select(nodes.c.id).where(nodes.c.id.in_(ids), nodes.c.status == "online")
+        )
+    }
+    return [i for i in ids if i not in online]
 
 
 def _mark_offline(conn: Connection, cutoff: float, now: float) -> list[Row]:

@@ -246,6 +246,10 @@ class TaskStore:
         value = await self.db.run_read(_scalar, stmt)
         return float(value) if value is not None else None
 
+    async def has_ready(self, now: float) -> bool:
+        stmt = select(tasks.c.seq).where(READY, tasks.c.run_at <= now).limit(1)
+        return await self.db.run_read(_scalar, stmt) is not None
+
     async def counts(self) -> list[Row]:
         return await self.db.run_read(
             _all,

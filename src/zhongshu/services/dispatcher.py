@@ -179,17 +179,23 @@ class Dispatcher:
         """Fill every connected node's free slots, least loaded first. Returns tasks sent."""
         self._round_started = time.time()
         sent = 0
-        progress = True
+        # One cheap query first: a fleet of idle nodes must not cost a lease query each.
+        progress = bool(self.sessions) and await self.tasks.has_ready()
         while progress:
             progress = False
+            # Capability sets that found nothing this round: a node that can do no more
+            # than one of them would find nothing either.
+            empty: list[frozenset[str]] = []
             for session in sorted(self.sessions.values(), key=lambda s: s.load):
                 free = session.free
-                if free <= 0:
+                caps = frozenset(session.capabilities)
+                if free <= 0 or any(caps <= e for e in empty):
                     continue
                 leased = await self.tasks.lease(
                     session.node_id, session.capabilities, min(free, self.batch)
                 )
                 if not leased:
+                    empty.append(caps)
                     continue
                 session.held.update((t["id"], t["lease_token"]) for t in leased)
                 progress = True

@@ -50,6 +50,10 @@ class NodeService:
     def __init__(self, store: NodeStore, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
+        # Nodes whose heartbeats take the fast path, and their beats not yet written.
+        self._beating: set[str] = set()
+        self._beats: dict[str, Row] = {}
+        bus.listen("node.", self._on_node_event)
 
     async def create(
         self,
@@ -194,10 +198,18 @@ class NodeService:
         self.bus.publish([ev])
         return row
 
-    async def heartbeat(self, node: Row, stats: Row) -> Row:
-        """Record a heartbeat; a node that was marked offline but beats again is back online."""
+    async def heartbeat(self, node: Row, stats: Row) -> None:
+        """Record a heartbeat; a node that was marked offline but beats again is back online.
+
+        A node known to be online and enabled only has its beat buffered: ``flush_heartbeats``
+        writes all buffered beats in one transaction (the reaper calls it before it looks for
+        silent nodes). Anything that changes a node's status evicts it from that fast path.
+        """
         now = time.time()
         clean = {k: stats[k] for k in ("cpu", "memory", "running", "completed") if k in stats}
+        if node["id"] in self._beating:
+            self._beats[node["id"]] = {"id": node["id"], "at": now, "stats": clean}
+            return
         current = await self.store.get(node["id"])
         if current is None:
             raise errors.NodeNotFound(f"node {node['id']} was deleted")
@@ -207,24 +219,30 @@ class NodeService:
             ev = Event(
                 "node.online", "node", node["id"], f"node:{node['id']}", {"name": node["name"]}, now
             )
-            current = (
-                await self.store.update(
-                    node["id"],
-                    {
-                        "status": "online",
-                        "last_heartbeat_at": now,
-                        "stats": clean,
-                        "updated_at": now,
-                    },
-                    [ev],
-                )
-                or current
-            )
+            values = {
+                "status": "online",
+                "last_heartbeat_at": now,
+                "stats": clean,
+                "updated_at": now,
+            }
+            await self.store.update(node["id"], values, [ev])
             self.bus.publish([ev])
         else:
             await self.store.touch_many([{"id": node["id"], "at": now, "stats": clean}])
-            current = {**current, "last_heartbeat_at": now, "stats": clean}
-        return current
+        self._beating.add(node["id"])
+
+    async def flush_heartbeats(self) -> int:
+        """Write buffered beats. A node another hub process marked offline meanwhile leaves
+        the fast path, so its next beat brings it back online (with its event)."""
+        beats, self._beats = list(self._beats.values()), {}
+        for node_id in await self.store.touch_many(beats):
+            self._beating.discard(node_id)
+        return len(beats)
+
+    def _on_node_event(self, ev: Event) -> None:
+        if ev.type != "node.online":
+            self._beating.discard(ev.subject_id)
+            self._beats.pop(ev.subject_id, None)
 
     async def mark_silent_offline(self, offline_after_s: float) -> list[Row]:
         now = time.time()

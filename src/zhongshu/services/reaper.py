@@ -27,6 +27,7 @@ class Reaper:
         self.started_at = time.monotonic()
 
     async def reap_once(self) -> int:
+        await self.nodes.flush_heartbeats()
         gone = []
         # Silence from before this process started is the hub's own downtime, not the
         # nodes': give them one offline period to reconnect before taking their leases.

@@ -354,6 +354,10 @@ class TaskService:
         self.bus.publish([a.event for a in acks if a.event is not None])
         return [a for a in acks if a.accepted]
 
+    async def has_ready(self) -> bool:
+        """Whether any task is ready to be leased now (one cheap query)."""
+        return await self.store.has_ready(time.time())
+
     async def next_run_at(self, after: float | None = None) -> float | None:
         """The earliest ``run_at`` of a waiting task later than ``after`` (default: now)."""
         return await self.store.next_run_at(time.time() if after is None else after)
