@@ -390,19 +390,31 @@ class TaskStore:
             rows.update({r.id: dict(r._mapping) for r in conn.execute(stmt)})
         return rows
 
-    def _mark_started(
-        self, conn: Connection, node_id: str, held: Sequence[tuple[str, int]], now: float
-    ) -> list[bool]:
-        # Set-based whatever the batch size: a statement per row costs a round trip each.
+    def _current_leases(
+        self,
+        conn: Connection,
+        node_id: str,
+        held: Sequence[tuple[str, int]],
+        states: Sequence[str],
+    ) -> tuple[dict[str, Row], list[bool]]:
+        """Lock the rows of ``held`` and say, for each, whether the node holds that lease
+        now (same token, in one of ``states``)."""
         cols = (tasks.c.seq, tasks.c.id, tasks.c.status, tasks.c.node_id, tasks.c.lease_token)
         rows = self._lock_rows(conn, [t for t, _ in held], cols)
-        accepted = [
+        current = [
             (r := rows.get(task_id)) is not None
-            and r["status"] == "leased"
+            and r["status"] in states
             and r["node_id"] == node_id
             and r["lease_token"] == token
             for task_id, token in held
         ]
+        return rows, current
+
+    def _mark_started(
+        self, conn: Connection, node_id: str, held: Sequence[tuple[str, int]], now: float
+    ) -> list[bool]:
+        # Set-based whatever the batch size: a statement per row costs a round trip each.
+        rows, accepted = self._current_leases(conn, node_id, held, ("leased",))
         ok = [(t, tok) for (t, tok), a in zip(held, accepted, strict=True) if a]
         if ok:
             conn.execute(
@@ -427,16 +439,8 @@ class TaskStore:
     def _release(
         self, conn: Connection, node_id: str, held: Sequence[tuple[str, int]], now: float
     ) -> list[Event]:
-        cols = (tasks.c.seq, tasks.c.id, tasks.c.status, tasks.c.node_id, tasks.c.lease_token)
-        rows = self._lock_rows(conn, [t for t, _ in held], cols)
-        ok = [
-            (task_id, token)
-            for task_id, token in held
-            if (r := rows.get(task_id)) is not None
-            and r["status"] in ("leased", "running")
-            and r["node_id"] == node_id
-            and r["lease_token"] == token
-        ]
+        rows, current = self._current_leases(conn, node_id, held, ("leased", "running"))
+        ok = [(t, tok) for (t, tok), c in zip(held, current, strict=True) if c]
         if not ok:
             return []
         conn.execute(
