@@ -134,6 +134,11 @@ class Hub:
 
     async def start(self) -> None:
         await self.db.migrate()
+        if await self.identity.user_count() == 0:
+            log.warning(
+                "no users yet: create the first admin with "
+                "`zhongshu init --admin-user NAME --admin-password …`"
+            )
         for name, coro in (
             ("dispatcher", self.dispatcher.run()),
             ("reaper", self.reaper.run()),
