@@ -67,15 +67,18 @@ class AgentService:
         capacity = node_rules.effective_capacity(current)
         deadline = time.monotonic() + wait_s
         while True:
+            asked_at = time.time()
             leased = await self.tasks.lease(node["id"], caps, max_tasks, capacity)
             if leased:
                 return [as_lease(t) for t in leased]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            # Wake for new work, or when a delayed or backed-off task comes due.
+            # Wake for new work, or when a delayed or backed-off task comes due. "After
+            # asked_at", not "after now": a task that came due during the lease query would
+            # otherwise be missed until the next full wait.
             wait_s = min(remaining, 1.0)
-            nxt = await self.tasks.next_run_at()
+            nxt = await self.tasks.next_run_at(after=asked_at)
             if nxt is not None:
                 wait_s = min(wait_s, max(0.0, nxt - time.time()) + 0.001)
             await self.dispatcher.wait_for_work(wait_s)

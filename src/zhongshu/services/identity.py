@@ -513,6 +513,8 @@ class IdentityService:
             "iat": now,
             "exp": now + self.access_token_ttl_s,
             "typ": "access",
+            # Unique per issue: two tokens minted in the same second must still differ.
+            "jti": secrets.token_hex(8),
         }
         if session_id:
             claims["sid"] = session_id
