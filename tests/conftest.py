@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support import ADMIN, create_admin
 from zhongshu import testing
 from zhongshu.config import Settings
 
@@ -45,14 +46,39 @@ def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-ADMIN = ("admin", "Admin-pass-1")
-
-
 def _require_postgres() -> None:
     if not testing.postgres_available():
         if REQUIRE_SERVICES:
             pytest.fail("PostgreSQL at 127.0.0.1:5432 is required (ZHONGSHU_REQUIRE_SERVICES=1)")
         pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[dict[str, str]]:
+    """``redis_url`` and a fresh key prefix for this test; its keys are deleted after."""
+    import socket
+    import uuid
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            pass
+    except OSError:
+        if REQUIRE_SERVICES:
+            pytest.fail("Redis at 127.0.0.1:6379 is required (ZHONGSHU_REQUIRE_SERVICES=1)")
+        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    prefix = f"zhongshu-test:{uuid.uuid4().hex[:10]}:"
+    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -154,18 +180,6 @@ async def client(hub: Any) -> AsyncIterator[httpx.AsyncClient]:
         r.raise_for_status()
         c.headers["authorization"] = f"Bearer {r.json()['access_token']}"
         yield c
-
-
-async def create_admin(settings: Settings) -> None:
-    """Migrate the settings' database and create the ``ADMIN`` user in it."""
-    from zhongshu.hub import Hub
-
-    hub = Hub.build(settings)
-    try:
-        await hub.db.migrate()
-        await hub.identity.create_user(*ADMIN, "admin")
-    finally:
-        await hub.db.dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -13,24 +14,85 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhongshu import __version__
 from zhongshu.api import (
+    accounts,
     agent,
+    ai_providers,
     api_keys,
     audit,
     auth,
+    backups,
+    channels,
+    data,
     events,
+    hiscrm_data,
+    im,
+    lifecycle,
+    login_sessions,
     me,
+    message_tasks,
+    messages,
     nodes,
+    notification_rules,
     ops,
+    proxies,
     relay,
+    schedules,
     sessions,
+    sources,
+    sync,
     tasks,
     users,
 )
 from zhongshu.api import deps as api_deps
 from zhongshu.api import errors as api_errors
+from zhongshu.api import (
+    settings as settings_api,
+)
 from zhongshu.config import Settings
 from zhongshu.hub import Hub
+from zhongshu.realtime import admin as admin_ns
+from zhongshu.realtime import client as client_ns
 from zhongshu.realtime import worker as worker_ns
+from zhongshu.realtime import worker_data as worker_data_ns
+from zhongshu.realtime import worker_sources as worker_sources_ns
+from zhongshu.realtime.presence import RedisPresence
+
+ROUTERS = (
+    # core: ops, identity, nodes, the queue and its worker door
+    ops,
+    auth,
+    sessions,
+    me,
+    users,
+    api_keys,
+    audit,
+    events,
+    nodes,
+    tasks,
+    agent,
+    relay,
+    # sources, QR login, schedules, message tasks, worker lifecycle (HisCRM, WeRSS)
+    sources,
+    accounts,
+    proxies,
+    login_sessions,
+    schedules,
+    message_tasks,
+    lifecycle,
+    # collected data and the IM API
+    sync,
+    im,
+    hiscrm_data,
+    data,
+    # messages, channels, push (MessagePusher)
+    channels,
+    messages,
+    ai_providers,
+    notification_rules,
+    # operations: backups, runtime settings
+    backups,
+    settings_api,
+)
 
 
 class BodySizeLimit:
@@ -93,9 +155,13 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        presence_loop = asyncio.create_task(presence.run()) if presence else None
         try:
             yield
         finally:
+            if presence_loop is not None:
+                presence_loop.cancel()
+                await presence.close()  # type: ignore[union-attr]
             await hub.stop()
 
     api = FastAPI(
@@ -108,18 +174,36 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Any:
     )
     api.state.hub = hub
     api_errors.install(api)
-    for module in (ops, auth, nodes, tasks, agent, events, sessions, me, users, api_keys, audit):
+    for module in ROUTERS:
         api.include_router(module.router)
-    api.include_router(relay.router)
 
+    presence = None
+    client_manager = None
+    if settings.redis_url:
+        # Replicas: emits reach clients connected to any replica (docs/architecture.md).
+        client_manager = socketio.AsyncRedisManager(
+            settings.redis_url, channel=f"{settings.redis_prefix}socketio"
+        )
+        presence = RedisPresence(
+            hub.redis,
+            settings.redis_prefix,
+            settings.instance_id(),
+            stale_after_s=settings.offline_after_s,
+        )
     sio = socketio.AsyncServer(
         async_mode="asgi",
+        client_manager=client_manager,
         cors_allowed_origins=[],
         max_http_buffer_size=16 * 1024 * 1024,
         logger=False,
         engineio_logger=False,
     )
-    worker_ns.install(sio, hub)
+    conns = worker_ns.install(sio, hub, presence)
+    api.state.worker_connections = conns
+    api.state.source_sender = worker_sources_ns.install(sio, hub, conns)
+    api.state.admin_sender = admin_ns.install(sio, hub, conns)
+    worker_data_ns.install(sio, hub, conns)
+    client_ns.install(sio, hub, conns)
     api.state.sio = sio
     asgi = socketio.ASGIApp(sio, other_asgi_app=BodySizeLimit(api, settings.max_body_bytes))
     asgi.hub = hub  # type: ignore[attr-defined]

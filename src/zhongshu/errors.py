@@ -104,3 +104,196 @@ class StepUpRequired(Forbidden):
             "/api/v1/auth/confirm and send the returned confirm_token in the "
             "X-Confirm-Token header"
         )
+
+
+# schedules, message tasks, worker lifecycle
+
+
+class InvalidSchedule(InvalidInput, ValueError):
+    """A cron expression, interval or timezone is not valid: the message names which and why
+    (cron: 5 crontab fields; interval: seconds > 0; timezone: an IANA name like Asia/Shanghai)."""
+
+
+class ScheduleNotFound(NotFound):
+    """No schedule with this id (or it is someone else's): list yours at /api/v1/schedules."""
+
+
+class MessageTaskNotFound(NotFound):
+    """No message task with this id (or it is someone else's): list /api/v1/message-tasks."""
+
+
+class WorkerProfileNotFound(NotFound):
+    """No worker profile with this name: add it to ``worker_profiles`` in the config."""
+
+
+# messages, channels, push
+# ``push_code`` is the MessagePusher error code /api/v1/push answers with (docs/messages.md).
+
+
+class ChannelNotFound(NotFound):
+    """No channel with this id (or it is someone else's): list yours at /api/v1/channels."""
+
+    push_code = 1003
+
+
+class InvalidChannel(InvalidInput):
+    """A channel setting is wrong (a malformed Apprise URL, a bad template, a bad proxy):
+    the message names the field; fix it and save again."""
+
+    push_code = 1001
+
+
+class MessageNotFound(NotFound):
+    """No message with this id (or it is someone else's): use the id /push returned."""
+
+    push_code = 2001
+
+
+class AiProviderNotFound(NotFound):
+    """No AI provider with this id (or it is someone else's): list /api/v1/ai-providers."""
+
+    push_code = 1006
+
+
+class RuleNotFound(NotFound):
+    """No notification rule with this id: list yours at /api/v1/notification-rules."""
+
+
+class InvalidPushToken(AuthenticationFailed):
+    """The push token is missing or wrong: get yours from GET /api/v1/token."""
+
+    push_code = 1002
+
+
+class MessageInvalid(InvalidInput):
+    """A message needs at least one of title, content and url, each within its limits."""
+
+    push_code = 1001
+
+
+class MessageChannelsInvalid(InvalidInput):
+    """A message names channels that do not exist, are disabled or are someone else's (or
+    none at all, and the push token has no default channels): check the channel ids."""
+
+    push_code = 1003
+
+
+class MessageUrlRefused(InvalidInput):
+    """The message URL is not http(s), or points at this hub: give a public http(s) URL."""
+
+    push_code = 1004
+
+
+class MessageTooLarge(InvalidInput):
+    """Title and content are longer than messages_max_content_chars: shorten them, or send
+    a URL and let the pipeline fetch the page."""
+
+    status_code = 413
+    push_code = 1005
+
+
+class AiUnavailable(InvalidInput):
+    """AI processing was asked for but the user has no AI provider: add one at
+    /api/v1/ai-providers, or send ``ai: false``."""
+
+    push_code = 1006
+
+
+# collected data, IM API
+
+
+class ItemNotFound(NotFound):
+    """No collected item (conversation, content, …) with this id, or it belongs to a source
+    you do not own: use the ``id`` an /api/im list returned."""
+
+
+class NotificationNotFound(NotFound):
+    """No notification with this id (or it is someone else's): list /api/v1/notifications."""
+
+
+class SyncSourceUnknown(NotFound):
+    """A sync names a source (``accountId``) the hub does not know: create the source first
+    (/api/v1/sources) and sync with its id."""
+
+
+class SyncNotAssigned(Forbidden):
+    """A node synced a source that is not assigned to it: only the node in the source's
+    ``assigned_node_id`` may sync it (see master:task:assign)."""
+
+
+class SyncTooLarge(InvalidInput):
+    """A sync carries more items than ``im_sync_max_items`` (or a field over its limit):
+    split the snapshot into deltas, or raise the limit in the config."""
+
+    status_code = 413
+
+
+class SyncGap(Conflict):
+    """A delta's ``seq`` skips ahead of the last applied one: a delta was lost. Resend from
+    ``expected_seq``, or send a full snapshot (which restarts the sequence)."""
+
+    def __init__(self, message: str = "", expected_seq: int = 1) -> None:
+        super().__init__(message)
+        self.expected_seq = expected_seq
+
+    def __repr__(self) -> str:
+        return f"SyncGap(expected_seq={self.expected_seq})"
+
+
+class DeliveryFailed(ZhongshuError):
+    """A channel did not take a message (connection refused, an error status, Apprise said
+    no). ``retryable`` says whether trying again can help; the message carries the cause."""
+
+    status_code = 502
+
+    def __init__(self, message: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __repr__(self) -> str:
+        return f"DeliveryFailed({self.message!r}, retryable={self.retryable})"
+
+
+class AiCallFailed(DeliveryFailed):
+    """The AI provider did not answer usefully (unreachable, an error status, no choices):
+    check its base URL, model and key at /api/v1/ai-providers."""
+
+
+class FetchFailed(DeliveryFailed):
+    """The message URL could not be fetched (unreachable, an error status, too large or
+    too slow: messages_fetch_max_bytes, messages_fetch_timeout_s)."""
+
+
+# sources, proxies, login sessions
+
+
+class SourceNotFound(NotFound):
+    """No source (account) with this id, or it is someone else's: list yours first."""
+
+
+class LoginSessionNotFound(NotFound):
+    """No login session with this id (or it is not this caller's): start a login again."""
+
+
+class NoCapableWorker(Conflict):
+    """No online worker can serve this platform now: start a worker with the platform's
+    capability (``zhongshu worker --capability <platform>``) and try again."""
+
+
+# backups and restore
+
+
+class BackupNotFound(NotFound):
+    """No backup with this name: list them with GET /api/v1/backups or ``zhongshu backup
+    list`` and use a name from there (names only, never paths)."""
+
+
+class InvalidBackup(InvalidInput):
+    """The file cannot be restored: it is not a zhongshu backup (a SQLite ``.db`` or a
+    ``zhongshu.backup`` ``.jsonl.gz`` dump), it is damaged, or it comes from a newer
+    zhongshu. The message says which; restore a different file or upgrade zhongshu."""
+
+
+class RestoreRefused(Conflict):
+    """The target database already has users, and a restore replaces everything in it:
+    restore into an empty database, or pass ``--force`` to replace its contents."""

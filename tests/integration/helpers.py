@@ -152,6 +152,26 @@ async def create_agent(
     return agent
 
 
+@pytest.fixture
+async def served(served_settings: Settings) -> AsyncIterator[testing.ServedHub]:
+    """A hub with ``ADMIN``, served by uvicorn on a loopback port. Import this (and ``api``)
+    into a test module that defines a ``served_settings`` fixture."""
+    # The admin is created through the services before the server starts: the served hub
+    # runs its own event loop in another thread.
+    async with testing.running_hub(served_settings) as h:
+        await h.identity.create_user(*ADMIN, role="admin")
+    with testing.served_hub(served_settings) as s:
+        yield s
+
+
+@pytest.fixture
+async def api(served: testing.ServedHub) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the served hub, logged in as ``ADMIN``."""
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        await login(client)
+        yield client
+
+
 @contextlib.asynccontextmanager
 async def hub_client(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """A started hub with custom settings and an in-process client logged in as admin."""

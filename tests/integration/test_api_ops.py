@@ -30,6 +30,9 @@ async def test_healthz_and_readyz_answer(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ok"
     r = await client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
+    # A browser opening the hub lands on the API docs.
+    r = await client.get("/", headers={"authorization": ""})
+    assert r.status_code == 307 and r.headers["location"] == "/docs"
 
 
 async def test_metrics_count_tasks_by_state_and_dispatch_latency(

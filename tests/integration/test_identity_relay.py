@@ -83,6 +83,7 @@ def test_production_refuses_to_start_a_relay_without_a_key(tmp_path: Any) -> Non
         secret_key="k" * 48,
         relay_enabled=True,
         relay_api_keys=[RELAY_KEY],
+        encryption_keys=["k" * 43 + "="],
         data_dir=tmp_path,
     )
     assert ok.relay_keys() == [RELAY_KEY]

@@ -10,8 +10,11 @@ for someone else's object, and otherwise anything but 401/403/404 (and never a 5
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +32,15 @@ SKIP_PATHS = {"/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"}
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/agent/lease"): {"max_tasks": 1, "wait_s": 0},
 }
+# Each area adds its objects and bodies in a ``matrix_<area>.py`` module beside this file:
+# ``async def build_objects(client, owner, hub) -> dict[str, str]`` (path parameter name →
+# id of an object owned by ``owner``) and optionally ``BODIES`` like the dict above.
+ObjectBuilder = Callable[[httpx.AsyncClient, Any, Any], Awaitable[dict[str, str]]]
+AREA_BUILDERS: list[ObjectBuilder] = []
+for _module_path in sorted(Path(__file__).parent.glob("matrix_*.py")):
+    _area = importlib.import_module(_module_path.stem)
+    AREA_BUILDERS.append(_area.build_objects)
+    BODIES.update(getattr(_area, "BODIES", {}))
 # Calls that end the caller's session go last, so the other checks keep their tokens.
 LAST = {("POST", "/api/v1/auth/logout")}
 OK = "ok"
@@ -162,6 +174,8 @@ class World:
         self.ids["node_id"] = node["id"]
         victim = await make_user(c, role="user")
         self.ids["user_id"] = victim.id
+        for build in AREA_BUILDERS:
+            self.ids.update(await build(c, owner, self.hub))
 
 
 def fill(path: str, ids: dict[str, str]) -> tuple[str, bool]:

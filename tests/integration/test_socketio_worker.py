@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import helpers
 import httpx
 import pytest
 import socketio
-from helpers import ADMIN, fast_passwords, login, ts  # noqa: F401
+from helpers import fast_passwords, ts  # noqa: F401
 
 from zhongshu import testing
 from zhongshu.config import Settings
@@ -34,21 +35,9 @@ def served_settings(db_url: str, make_settings: Callable[..., Settings]) -> Sett
     )
 
 
-@pytest.fixture
-async def served(served_settings: Settings) -> AsyncIterator[testing.ServedHub]:
-    # The admin is created through the services before the server starts: the served hub
-    # runs its own event loop in another thread.
-    async with testing.running_hub(served_settings) as h:
-        await h.identity.create_user(*ADMIN, role="admin")
-    with testing.served_hub(served_settings) as s:
-        yield s
-
-
-@pytest.fixture
-async def api(served: testing.ServedHub) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        await login(client)
-        yield client
+# The served hub (with ADMIN) and its admin client, on the settings above.
+served = helpers.served
+api = helpers.api
 
 
 @dataclass
@@ -195,7 +184,7 @@ async def test_register_and_heartbeat_are_acked(
     assert ack["node_id"] == node["id"]
     assert ack["heartbeat_interval_s"] == 0.5
     assert ack["offline_after_s"] == 2.0
-    assert sorted(ack["capabilities"]) == ["crawl", "echo"]
+    assert sorted(ack["capabilities"]) == ["crawl", "echo", f"node:{node['id']}"]
     assert ack["capacity"] == 3
     await wait_until(lambda: worker.registered, timeout_s=5)
     assert worker.registered[0]["node_id"] == node["id"]

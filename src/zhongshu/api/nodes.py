@@ -70,7 +70,7 @@ async def create_node(body: NodeCreate, hub: HubDep, admin: AdminDep) -> dict[st
 @router.get("")
 async def list_nodes(hub: HubDep, p: UserDep) -> dict[str, Any]:
     """List nodes with their status and last heartbeat."""
-    rows = await hub.nodes.find(None if p.is_admin else p.id)
+    rows = await hub.nodes.find(p.owner_filter)
     items = []
     for n in rows:
         session = hub.dispatcher.sessions.get(n["id"])

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from zhongshu import __version__
 from zhongshu.api.deps import HubDep
 
 router = APIRouter(tags=["ops"])
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    """Someone opened the hub in a browser: the API docs are the front door."""
+    return RedirectResponse("/docs", status_code=307)
 
 
 @router.get("/healthz")

@@ -14,6 +14,11 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def ms(ts: float | None) -> int | None:
+    """Epoch milliseconds, as the seeds' JavaScript clients expect (HisCRM, IM API)."""
+    return None if ts is None else round(ts * 1000)
+
+
 def task_public(t: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": t["id"],

@@ -48,6 +48,9 @@ def setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if level.upper() != "DEBUG":
+        # Alembic narrates every plugin and migration step at INFO on each start.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -143,11 +146,21 @@ def serve(
 
 
 def _register_subcommands() -> None:
-    from zhongshu.cli import client_commands, identity_commands, relay_commands
+    from zhongshu.cli import client_commands, demo_command, identity_commands, relay_commands
 
     client_commands.register(app)
     identity_commands.register(app)
     relay_commands.register(app)
+    demo_command.register(app)
+    from zhongshu.cli import data_commands
+
+    data_commands.register(app)
+    from zhongshu.cli import secrets_commands
+
+    secrets_commands.register(app)
+    from zhongshu.cli import backup_commands
+
+    backup_commands.register(app)
     try:
         from zhongshu.cli import worker as worker_cli
     except ImportError:  # pragma: no cover - only while the worker package is being built

@@ -1,6 +1,6 @@
 """``zhongshu worker``: run a worker node process.
 
-The lead's Typer app registers this function with ``app.command("worker")(worker)``.
+The CLI's Typer app registers this function with ``app.command("worker")(worker)``.
 Settings are read here, at the entry point, and handed to ``Worker`` as plain values.
 """
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
+from zhongshu.db.rows import all_rows, first_row
 from zhongshu.db.schema import nodes
 from zhongshu.services.events import Event
 
@@ -33,7 +34,7 @@ class NodeStore:
     async def find(self, owner_id: str | None = None) -> list[Row]:
         where = [nodes.c.owner_id == owner_id] if owner_id is not None else []
         return await self.db.run_read(
-            _all, select(nodes).where(*where).order_by(nodes.c.created_at)
+            all_rows, select(nodes).where(*where).order_by(nodes.c.created_at)
         )
 
     async def update(self, node_id: str, values: Row, evs: Sequence[Event] = ()) -> Row | None:
@@ -60,12 +61,7 @@ def _insert(conn: Connection, row: Row, ev: Event) -> None:
 
 
 def _one(conn: Connection, cond: Any) -> Row | None:
-    row = conn.execute(select(nodes).where(cond)).first()
-    return dict(row._mapping) if row else None
-
-
-def _all(conn: Connection, stmt: Any) -> list[Row]:
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+    return first_row(conn, select(nodes).where(cond))
 
 
 def _update(conn: Connection, node_id: str, values: Row, evs: Sequence[Event]) -> Row | None:
@@ -96,7 +92,7 @@ def _touch_many(conn: Connection, beats: Sequence[Row]) -> list[str]:
 
 
 def _mark_offline(conn: Connection, cutoff: float, now: float) -> list[Row]:
-    gone = _all(
+    gone = all_rows(
         conn,
         update(nodes)
         .where(nodes.c.status == "online", nodes.c.last_heartbeat_at < cutoff)

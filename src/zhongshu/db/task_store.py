@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
+from zhongshu.db.rows import all_rows, first_row, page_rows
 from zhongshu.db.schema import callback_deliveries, events, nodes, task_attempts, tasks
 from zhongshu.services.events import Event
 
@@ -88,7 +89,7 @@ class TaskStore:
 
     async def attempts(self, task_id: str) -> list[Row]:
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(task_attempts)
             .where(task_attempts.c.task_id == task_id)
             .order_by(task_attempts.c.attempt),
@@ -96,7 +97,7 @@ class TaskStore:
 
     async def deliveries(self, task_id: str) -> list[Row]:
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(callback_deliveries)
             .where(callback_deliveries.c.task_id == task_id)
             .order_by(callback_deliveries.c.id),
@@ -126,7 +127,7 @@ class TaskStore:
             where.append(tasks.c.node_id == node_id)
         page = select(tasks).where(*where).order_by(tasks.c.seq.desc()).limit(limit).offset(offset)
         count = select(func.count()).select_from(tasks).where(*where)
-        return await self.db.run_read(_page, page, count)
+        return await self.db.run_read(page_rows, page, count)
 
     async def lease(
         self,
@@ -215,11 +216,11 @@ class TaskStore:
             .order_by(events.c.id.desc() if newest_first else events.c.id)
             .limit(limit)
         )
-        return await self.db.run_read(_all, stmt)
+        return await self.db.run_read(all_rows, stmt)
 
     async def held_by(self, node_id: str) -> list[Row]:
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(tasks.c.id, tasks.c.lease_token, tasks.c.status).where(
                 HELD, tasks.c.node_id == node_id
             ),
@@ -231,7 +232,7 @@ class TaskStore:
         if node_ids:
             cond = or_(cond, tasks.c.node_id.in_(list(node_ids)))
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(
                 tasks.c.id, tasks.c.lease_token, tasks.c.node_id, tasks.c.lease_expires_at
             ).where(HELD, cond),
@@ -252,7 +253,7 @@ class TaskStore:
 
     async def counts(self) -> list[Row]:
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(tasks.c.status, tasks.c.capability, func.count().label("n")).group_by(
                 tasks.c.status, tasks.c.capability
             ),
@@ -262,7 +263,7 @@ class TaskStore:
 
     async def due_callbacks(self, now: float, limit: int) -> list[Row]:
         return await self.db.run_read(
-            _all,
+            all_rows,
             select(tasks)
             .where(text("tasks.callback_status = 'pending'"), tasks.c.callback_next_at <= now)
             .order_by(tasks.c.callback_next_at)
@@ -562,20 +563,11 @@ class TaskStore:
 
 
 def _get(conn: Connection, task_id: str) -> Row | None:
-    row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
-    return dict(row._mapping) if row else None
-
-
-def _all(conn: Connection, stmt: Any) -> list[Row]:
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+    return first_row(conn, select(tasks).where(tasks.c.id == task_id))
 
 
 def _scalar(conn: Connection, stmt: Any) -> Any:
     return conn.scalar(stmt)
-
-
-def _page(conn: Connection, page: Any, count: Any) -> tuple[list[Row], int]:
-    return _all(conn, page), int(conn.scalar(count) or 0)
 
 
 def _by_keys(conn: Connection, rows: Sequence[Row]) -> dict[tuple[str, str], Row]:

@@ -72,6 +72,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._round_started = 0.0
         self._work = asyncio.Event()  # replaced on each wake; HTTP long-polls wait on it
+        # Capabilities of tasks submitted since the last round: nodes that can run them are
+        # asked first, so a new task does not wait behind lease queries of idle nodes that
+        # cannot take it (the hub's own executor is always idle and always attached).
+        self._hot: set[str] = set()
         bus.listen("task.", self._on_task_event)
         bus.listen("node.", self._on_node_event)
 
@@ -107,6 +111,9 @@ class Dispatcher:
     def _on_task_event(self, ev: Event) -> None:
         kind = ev.type
         if kind in ("task.submitted", "task.retried"):
+            capability = ev.data.get("capability")
+            if capability:
+                self._hot.add(capability)
             self.wake()
             return
         if kind in (
@@ -176,17 +183,23 @@ class Dispatcher:
         return max(0.0, min(self.poll_s, nxt - time.time()))
 
     async def dispatch_once(self) -> int:
-        """Fill every connected node's free slots, least loaded first. Returns tasks sent."""
+        """Fill every connected node's free slots — nodes that can run what was just submitted
+        first, then least loaded first. Returns tasks sent."""
         self._round_started = time.time()
         sent = 0
         # One cheap query first: a fleet of idle nodes must not cost a lease query each.
         progress = bool(self.sessions) and await self.tasks.has_ready()
+        # Taken after the query: a task it found has (almost always) announced itself.
+        hot, self._hot = self._hot, set()
         while progress:
             progress = False
             # Capability sets that found nothing this round: a node that can do no more
             # than one of them would find nothing either.
             empty: list[frozenset[str]] = []
-            for session in sorted(self.sessions.values(), key=lambda s: s.load):
+            for session in sorted(
+                self.sessions.values(),
+                key=lambda s: (hot.isdisjoint(s.capabilities), s.load),
+            ):
                 free = session.free
                 caps = frozenset(session.capabilities)
                 if free <= 0 or any(caps <= e for e in empty):

@@ -64,6 +64,12 @@ class Principal:
     def is_admin(self) -> bool:
         return self.kind == "user" and self.role == "admin"
 
+    @property
+    def owner_filter(self) -> str | None:
+        """Whose objects a listing shows this caller: everyone's (``None``) for an admin,
+        else only their own."""
+        return None if self.is_admin else self.id
+
 
 SYSTEM = Principal("user", "system", "admin", name="system", via="system")
 

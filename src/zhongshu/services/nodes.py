@@ -17,15 +17,30 @@ Row = dict[str, Any]
 KINDS = ("worker", "hub")
 
 
+# Capabilities the hub gives out itself: ``hub`` is its embedded executor's, ``node:<id>``
+# each node's own. A node claiming one could take work meant for someone else.
+RESERVED_CAPABILITY = "hub"
+RESERVED_PREFIX = "node:"
+
+
+def node_capability(node_id: str) -> str:
+    """The capability only this node has: a task with it goes to exactly this node
+    (monitor tasks of the sources assigned to it, a relay ``to`` naming a node)."""
+    return f"{RESERVED_PREFIX}{node_id}"
+
+
 def effective_capabilities(node: Row) -> list[str]:
-    """What the node may be given: what it advertised, narrowed to the admin's list if any."""
+    """What the node may be given: what it advertised, narrowed to the admin's list if any,
+    plus its own ``node:<id>``."""
     advertised = list(node.get("advertised_capabilities") or [])
     allowed = list(node.get("capabilities") or [])
     if not allowed:
-        return advertised
-    if not advertised:
-        return allowed
-    return [c for c in advertised if c in allowed]
+        caps = advertised
+    elif not advertised:
+        caps = allowed
+    else:
+        caps = [c for c in advertised if c in allowed]
+    return [*caps, node_capability(node["id"])]
 
 
 def effective_capacity(node: Row) -> int:
@@ -42,6 +57,10 @@ def _check_capabilities(caps: Sequence[str]) -> list[str]:
     for c in caps:
         if not isinstance(c, str) or not c or len(c) > 128 or c.strip() != c:
             raise errors.InvalidInput(f"capabilities: invalid capability {c!r}")
+        if c == RESERVED_CAPABILITY or c.startswith(RESERVED_PREFIX):
+            raise errors.InvalidInput(
+                f"capabilities: {c!r} is reserved for the hub (hub, node:<id>)"
+            )
         out.append(c)
     return sorted(set(out))
 

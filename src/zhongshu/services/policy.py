@@ -65,6 +65,7 @@ V1 = "/api/v1"
 
 POLICIES: dict[tuple[str, str], Policy] = {
     # ops
+    ("GET", "/"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     # Prometheus scrapes without credentials by convention; it exposes counts, no data.
@@ -130,6 +131,137 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/api/relay/ack"): RELAY,
     ("GET", "/api/relay/logs"): PUBLIC,
     ("GET", "/api/relay/task-status/{relay_task_id}"): PUBLIC,
+    # sources, accounts, workers, proxies, login sessions, lifecycle
+    # sources (accounts, feeds) are owned; starting a QR login is a write on the source
+    ("POST", f"{V1}/sources"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/sources"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/sources/{{source_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/sources/{{source_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/sources/{{source_id}}"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/sources/{{source_id}}/login"): _user("user", scope="write", owner="own"),
+    # HisCRM accounts: the same sources under the seed's names
+    ("GET", f"{V1}/accounts"): _user(scope="read", owner="own"),
+    ("POST", f"{V1}/accounts"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/accounts/{{source_id}}"): _user(scope="read", owner="own"),
+    ("PUT", f"{V1}/accounts/{{source_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/accounts/{{source_id}}"): _user("user", scope="write", owner="own"),
+    # HisCRM workers: nodes as the seed shows them (a user sees the nodes they own)
+    ("GET", f"{V1}/workers"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/workers/{{node_id}}"): _user(scope="read", owner="own"),
+    # proxies (passwords sealed); a node's default proxy is the admin's to set
+    ("POST", f"{V1}/proxies"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/proxies"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/proxies/{{proxy_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/proxies/{{proxy_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/proxies/{{proxy_id}}"): _user("user", scope="write", owner="own"),
+    ("PUT", f"{V1}/nodes/{{node_id}}/proxy"): _user("admin", scope="write"),
+    # QR login sessions of one's own sources
+    ("GET", f"{V1}/login-sessions"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/login-sessions/{{login_session_id}}"): _user(scope="read", owner="own"),
+    # schedules, message tasks
+    ("POST", f"{V1}/schedules"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/schedules"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/schedules/{{schedule_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/schedules/{{schedule_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/schedules/{{schedule_id}}"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/schedules/{{schedule_id}}/run"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/message-tasks"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/message-tasks"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/message-tasks/{{message_task_id}}"): _user(scope="read", owner="own"),
+    ("PUT", f"{V1}/message-tasks/{{message_task_id}}"): _user("user", scope="write", owner="own"),
+    ("PATCH", f"{V1}/message-tasks/{{message_task_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/message-tasks/{{message_task_id}}"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("POST", f"{V1}/message-tasks/{{message_task_id}}/run"): _user(
+        "user", scope="write", owner="own"
+    ),
+    # worker lifecycle: local processes of configured profiles, admins only
+    ("GET", f"{V1}/workers/{{profile}}/lifecycle"): _user("admin", scope="read"),
+    ("POST", f"{V1}/workers/{{profile}}/lifecycle/start"): _user("admin", scope="write"),
+    ("POST", f"{V1}/workers/{{profile}}/lifecycle/stop"): _user("admin", scope="write"),
+    ("POST", f"{V1}/workers/{{profile}}/lifecycle/restart"): _user("admin", scope="write"),
+    # channels, messages, push, view, AI providers, routing rules
+    ("POST", f"{V1}/channels"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/channels"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/channels/{{channel_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/channels/{{channel_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/channels/{{channel_id}}"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/channels/{{channel_id}}/test"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/messages"): _user("user", scope="push", owner="own"),
+    ("GET", f"{V1}/messages"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/messages/{{message_id}}"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/message/{{message_id}}"): _user(scope="read", owner="own"),
+    # MessagePusher: /push authenticates by the push token in its body, /token by username
+    # and password (both limited like logins); a view link is its own unguessable token.
+    ("POST", f"{V1}/push"): PUBLIC,
+    ("GET", f"{V1}/token"): PUBLIC,
+    ("GET", "/view/{view_token}"): PUBLIC,
+    # The push token is a credential: managed with a login, not with an API key.
+    ("GET", f"{V1}/push-token"): _user("user", owner="self"),
+    ("PUT", f"{V1}/push-token"): _user("user", owner="self"),
+    ("POST", f"{V1}/push-token/rotate"): _user("user", owner="self"),
+    ("POST", f"{V1}/ai-providers"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/ai-providers"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/ai-providers/{{provider_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/ai-providers/{{provider_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/ai-providers/{{provider_id}}"): _user("user", scope="write", owner="own"),
+    ("POST", f"{V1}/notification-rules"): _user("user", scope="write", owner="own"),
+    ("GET", f"{V1}/notification-rules"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/notification-rules/{{rule_id}}"): _user(scope="read", owner="own"),
+    ("PATCH", f"{V1}/notification-rules/{{rule_id}}"): _user("user", scope="write", owner="own"),
+    ("DELETE", f"{V1}/notification-rules/{{rule_id}}"): _user("user", scope="write", owner="own"),
+    # collected data, IM API, HisCRM data API
+    # worker data sync, HTTP door (the Socket.IO door is /worker ``message``)
+    ("POST", f"{V1}/sources/{{source_id}}/sync"): NODE,
+    # the IM API: reads filtered to the caller's sources; flags and deletes need "user"
+    ("GET", "/api/im/accounts"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/conversations"): _user(scope="read", owner="own"),
+    ("POST", "/api/im/conversations"): _user("user", scope="write", owner="own"),
+    ("GET", "/api/im/conversations/{conversation_id}"): _user(scope="read", owner="own"),
+    ("PUT", "/api/im/conversations/{conversation_id}/read"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("DELETE", "/api/im/conversations/{conversation_id}"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("PUT", "/api/im/conversations/{conversation_id}/pin"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("DELETE", "/api/im/conversations/{conversation_id}/pin"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("PUT", "/api/im/conversations/{conversation_id}/mute"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("DELETE", "/api/im/conversations/{conversation_id}/mute"): _user(
+        "user", scope="write", owner="own"
+    ),
+    ("GET", "/api/im/messages"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/contents"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/discussions"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/unified-messages"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/stats"): _user(scope="read", owner="own"),
+    ("GET", "/api/im/integrity"): _user(scope="read", owner="own"),
+    # HisCRM data API (a viewer may mark their own notifications read)
+    ("GET", f"{V1}/comments"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/direct-messages"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/notifications"): _user(scope="read", owner="own"),
+    ("PUT", f"{V1}/notifications/{{notification_id}}/read"): _user(scope="write", owner="own"),
+    ("GET", f"{V1}/status"): _user(scope="read", owner="own"),
+    # export/import of collected data (admins; the CLI works on the database directly)
+    ("GET", f"{V1}/data/export"): _user("admin", scope="read"),
+    ("POST", f"{V1}/data/import"): _user("admin", scope="write"),
+    # backups: the whole database (hashes, sealed secrets), so login tokens only and a fresh
+    # confirmation for everything but the list; restoring is offline (`zhongshu restore`)
+    ("POST", f"{V1}/backups"): _user("admin", step_up="always"),
+    ("GET", f"{V1}/backups"): _user("admin"),
+    ("GET", f"{V1}/backups/{{backup_name}}"): _user("admin", step_up="always"),
+    ("DELETE", f"{V1}/backups/{{backup_name}}"): _user("admin", step_up="always"),
+    # runtime settings: reading shows the configuration (secrets hidden); changing it is
+    # sensitive, so a login token and a fresh confirmation
+    ("GET", f"{V1}/settings"): _user("admin", scope="read"),
+    ("PATCH", f"{V1}/settings"): _user("admin", step_up="always"),
 }
 
 

@@ -1,8 +1,11 @@
 """Failure limits for authentication: exponential lockout per username, key and client IP.
 
-Counts live in memory, per hub process (a lockout is a speed bump, not state worth a
-database write per failed guess). With several replicas an attacker gets each replica's
-allowance; put the replicas behind one load balancer that pins clients, or lower the limits.
+Counts live in memory (a lockout is a speed bump, not state worth a database write per
+failed guess), so checks stay synchronous and free. With several replicas and Redis,
+``RedisFailureSync`` shares them: every failure is also counted in Redis, a replica that
+sees the shared count cross the limit publishes the lock, and every replica pulls locks
+once a second — an attacker spreading guesses over replicas gets the limit once, not once
+per replica (give or take a second's worth).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class FailureLimiter:
         self.policies = policies
         self.clock = clock
         self._records: dict[str, _Record] = {}
+        # Told of every failure and success (RedisFailureSync shares them across replicas).
+        self.on_fail: Callable[[str], None] | None = None
+        self.on_succeed: Callable[[str], None] | None = None
 
     def _policy(self, subject: str) -> LockoutPolicy:
         return self.policies.get(subject.partition(":")[0], self.policies["*"])
@@ -87,12 +93,31 @@ class FailureLimiter:
             if extra >= 0:
                 rec.locked_until = now + min(policy.cap_s, policy.base_s * 2 ** min(extra, 30))
             self._records[s] = rec  # re-inserted last: dicts keep insertion order
+            if self.on_fail is not None:
+                self.on_fail(s)
         while len(self._records) > MAX_TRACKED:
             self._records.pop(next(iter(self._records)))
 
     def succeed(self, subjects: Iterable[str]) -> None:
         for s in subjects:
-            self._records.pop(s, None)
+            if self._records.pop(s, None) is not None and self.on_succeed is not None:
+                self.on_succeed(s)
+
+    def lock_for(self, subject: str, failures: int) -> float:
+        """How long ``failures`` failures within the window lock ``subject`` (0: not)."""
+        policy = self._policy(subject)
+        extra = failures - policy.max_failures
+        return min(policy.cap_s, policy.base_s * 2 ** min(extra, 30)) if extra >= 0 else 0.0
+
+    def window_of(self, subject: str) -> float:
+        return self._policy(subject).window_s
+
+    def lock_until(self, subject: str, until: float) -> None:
+        """Lock ``subject`` until ``until`` (this limiter's clock) unless locked longer."""
+        rec = self._records.get(subject)
+        if rec is None:
+            rec = self._records[subject] = _Record(0, self.clock(), 0.0)
+        rec.locked_until = max(rec.locked_until, until)
 
     def reset(self) -> None:
         self._records.clear()

@@ -134,7 +134,7 @@ class TaskService:
         return await self.store.deliveries(task_id)
 
     async def find(self, viewer: Principal, **filters: Any) -> tuple[list[Row], int]:
-        owner = None if viewer.is_admin else viewer.id
+        owner = viewer.owner_filter
         return await self.store.find(owner_id=owner, **filters)
 
     # --- the worker side ---------------------------------------------------------------
@@ -210,6 +210,7 @@ class TaskService:
         if values["status"] in ("succeeded", "dead") and row.get("callback_url"):
             values.update(callback_status="pending", callback_next_at=now)
         data = {
+            "kind": row["kind"],
             "attempt": row["attempts"],
             "error": o.error,
             "capability": row["capability"],

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zhongshu.worker.errors import HandlerLoadError, PermanentFailure, WorkerError
+from zhongshu.worker.link import SyncRefused
 from zhongshu.worker.registry import HandlerRegistry, TaskContext, handler
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "HandlerLoadError",
     "HandlerRegistry",
     "PermanentFailure",
+    "SyncRefused",
     "TaskContext",
     "Worker",
     "WorkerError",

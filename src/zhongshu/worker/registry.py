@@ -57,6 +57,9 @@ class TaskContext:
     node_id: str = ""
     cancelled: bool = False
     logger: logging.Logger = field(default=logger, repr=False)
+    # The hub side of the master protocol (accounts, QR codes, data sync); ``None`` when
+    # the handler runs outside a worker (unit tests).
+    hub: Any = field(default=None, repr=False)
 
 
 def handler(kind: str) -> Callable[[F], F]:

@@ -27,6 +27,7 @@ import psutil
 import zhongshu
 from zhongshu.worker import errors
 from zhongshu.worker.journal import Journal, Result
+from zhongshu.worker.link import HubLink
 from zhongshu.worker.registry import HandlerRegistry, TaskContext, invoke
 
 if TYPE_CHECKING:
@@ -157,6 +158,9 @@ class Worker:
         self._stopping = False
         self._process = psutil.Process()
         self._transport: Transport | None = None
+        # Accounts (sources) the hub assigned, by id, with their credentials: memory only.
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self._logins: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -411,6 +415,7 @@ class Worker:
             lease_token=lease.get("lease_token"),
             timeout_s=float(timeout_s) if timeout_s else None,
             node_id=self.node_id,
+            hub=HubLink(self),
         )
         payload = lease.get("payload")
         if payload is None:
@@ -432,8 +437,58 @@ class Worker:
             logger.info("revoked %d running tasks (%s)", count, reason or "no reason given")
 
     async def on_accounts_assigned(self, accounts: list[dict[str, Any]]) -> None:
-        """Hook for ``master:task:assign {accounts: [...]}``; subclasses/plugins override it."""
-        logger.debug("ignoring %d assigned accounts (no account support)", len(accounts))
+        """``master:task:assign {accounts: [...]}``: watch these accounts from now on."""
+        for account in accounts:
+            account_id = account.get("id") or account.get("account_id")
+            if account_id is not None:
+                self.accounts[str(account_id)] = account
+        logger.info("%d accounts assigned (%d in all)", len(accounts), len(self.accounts))
+
+    async def on_accounts_revoked(self, account_ids: list[Any]) -> None:
+        """``master:task:revoke {accountIds: [...]}``: stop watching these accounts."""
+        for account_id in account_ids:
+            self.accounts.pop(str(account_id), None)
+        logger.info("%d accounts revoked (%d left)", len(account_ids), len(self.accounts))
+
+    async def on_login_start(self, request: dict[str, Any]) -> None:
+        """``master:login:start {account_id, session_id, platform, proxy}``: run the
+        platform's ``<platform>.login`` handler, which shows QR codes through
+        ``ctx.hub.emit_qrcode`` and returns ``{status, cookies, user_info, fingerprint}``."""
+        session_id = str(request.get("session_id") or "")
+        platform = str(request.get("platform") or "")
+        if not session_id or session_id in self._logins:
+            return
+        run = asyncio.create_task(self._login(session_id, platform, request))
+        self._logins[session_id] = run
+        run.add_done_callback(lambda _: self._logins.pop(session_id, None))
+
+    async def _login(self, session_id: str, platform: str, request: dict[str, Any]) -> None:
+        kind = f"{platform}.login"
+        fn = self.registry.get(kind)
+        ctx = TaskContext(task_id=session_id, kind=kind, node_id=self.node_id)
+        ctx.hub = HubLink(self, session_id)
+        status: dict[str, Any]
+        if fn is None:
+            status = {"status": "failed", "error_message": f"this worker has no {kind} handler"}
+        else:
+            try:
+                value = await invoke(fn, ctx, request)
+                status = dict(value) if isinstance(value, dict) else {"status": "failed"}
+                status.setdefault("status", "success")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("login %s (%s) failed: %s", session_id, platform, exc)
+                status = {"status": "failed", "error_message": _describe(exc)}
+        try:
+            ack = await self.transport.call(
+                "worker:login:status", {**status, "session_id": session_id}
+            )
+        except Exception as exc:  # the hub expires the session; nothing else to do here
+            logger.warning("could not report login %s: %s", session_id, _describe(exc))
+            return
+        if isinstance(ack, dict) and ack.get("ok") is False:
+            logger.warning("the hub refused login %s's status: %s", session_id, ack.get("error"))
 
     async def flush_outbox(self) -> None:
         """Send every journaled, unacknowledged result (after each (re)connect)."""

@@ -31,6 +31,7 @@ EV_RESULT = "worker:task:result"
 EV_RELEASE = "worker:task:release"
 EV_ASSIGN = "master:task:assign"
 EV_REVOKE = "master:task:revoke"
+EV_LOGIN_START = "master:login:start"
 MAX_HEARTBEAT_MISSES = 3
 
 
@@ -105,6 +106,15 @@ class Transport:
         back the leases in ``items`` (``worker:task:release``); raises HubUnavailable."""
         raise NotImplementedError
 
+    async def call(self, event: str, data: Any) -> Any:
+        """Send an event of the master protocol and wait for the hub's ack (so events that
+        must stay in order — a QR code, then the login's outcome — do)."""
+        raise HubUnavailable(f"{event} needs the Socket.IO transport")
+
+    async def sync_data(self, account_id: str, envelope: dict[str, Any]) -> Any:
+        """Send a ``worker:data:sync`` envelope; returns the hub's ACK."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         self._closing.set()
 
@@ -172,6 +182,7 @@ class SocketIOTransport(Transport):
         sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         sio.on(EV_ASSIGN, self._on_assign, namespace=NAMESPACE)
         sio.on(EV_REVOKE, self._on_revoke, namespace=NAMESPACE)
+        sio.on(EV_LOGIN_START, self._on_login_start, namespace=NAMESPACE)
         sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
         return sio
@@ -202,6 +213,18 @@ class SocketIOTransport(Transport):
     async def _on_revoke(self, data: Any) -> None:
         if isinstance(data, dict) and isinstance(data.get("task_ids"), list):
             self.worker.revoke(data["task_ids"], str(data.get("reason") or "hub revoked"))
+        if isinstance(data, dict) and isinstance(data.get("accountIds"), list):
+            await self.worker.on_accounts_revoked(data["accountIds"])
+
+    async def _on_login_start(self, data: Any) -> None:
+        if isinstance(data, dict):
+            await self.worker.on_login_start(data)
+
+    async def call(self, event: str, data: Any) -> Any:
+        return await self._call(event, data)
+
+    async def sync_data(self, account_id: str, envelope: dict[str, Any]) -> Any:
+        return await self._call("message", envelope, timeout_s=60.0)  # acked after commit
 
     async def _on_connect_error(self, data: Any = None) -> None:
         # The hub's reason ("invalid node credentials", "node is disabled"); the exception
@@ -396,9 +419,35 @@ class HttpTransport(Transport):
             {"tasks": items, "reason": "worker shutting down", "draining": True},
         )
 
+    async def sync_data(self, account_id: str, envelope: dict[str, Any]) -> Any:
+        # The HTTP door answers with the same ACK body the Socket.IO ack carries; a refusal
+        # (4xx: bad data, not assigned, a delta gap) is an answer too, not an outage.
+        path = f"/api/v1/sources/{account_id}/sync"
+        response = await self._send(path, envelope, 60.0, refusals_ok=True)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("payload"), dict):
+            return body
+        return {"payload": {"success": False, "error": _detail(response)}}
+
     async def _post(
         self, path: str, body: dict[str, Any], timeout_s: float | None = None
     ) -> dict[str, Any]:
+        reply = (await self._send(path, body, timeout_s)).json()
+        return reply if isinstance(reply, dict) else {}
+
+    async def _send(
+        self,
+        path: str,
+        body: dict[str, Any],
+        timeout_s: float | None = None,
+        *,
+        refusals_ok: bool = False,
+    ) -> httpx.Response:
+        """POST; an unreachable hub or a 5xx — and a 4xx unless ``refusals_ok`` — raise
+        HubUnavailable."""
         client = self._client
         if client is None:
             raise HubUnavailable("not connected")
@@ -408,10 +457,9 @@ class HttpTransport(Transport):
             )
         except httpx.HTTPError as exc:
             raise HubUnavailable(f"POST {path}: {_describe(exc)}") from None
-        if response.status_code >= 400:
+        if response.status_code >= (500 if refusals_ok else 400):
             raise HubUnavailable(f"POST {path}: {response.status_code} {_detail(response)}")
-        reply = response.json()
-        return reply if isinstance(reply, dict) else {}
+        return response
 
 
 def _detail(response: httpx.Response) -> str:

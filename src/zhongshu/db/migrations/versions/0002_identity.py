@@ -1,8 +1,9 @@
 """identity and access: sessions, refresh tokens, API keys, preferences, audit log
 
 The audit log is append-only: triggers make the database itself refuse UPDATE and DELETE
-on it (SQLite ``RAISE(ABORT)``, PostgreSQL a plpgsql function). TRUNCATE is not blocked: it
-needs table ownership, and the test suite empties tables with it between tests.
+on it (SQLite ``RAISE(ABORT)``, PostgreSQL a plpgsql function; the SQL is
+``schema.AUDIT_TRIGGERS_V1``). TRUNCATE is not blocked: it needs table ownership, and
+the test suite and restores (services/backup.py) empty tables with it.
 
 Revision ID: 0002
 Revises: 0001
@@ -14,13 +15,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# The trigger SQL lives in the schema module: restores (services/backup.py) reuse it.
+from zhongshu.db.schema import AUDIT_TRIGGERS_V1, DROP_AUDIT_TRIGGERS_V1
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-APPEND_ONLY_MESSAGE = "audit_log is append-only: rows cannot be changed or deleted"
 
 
 def upgrade() -> None:
@@ -95,35 +98,15 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
 
     dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER audit_log_no_{verb.lower()}_v1 BEFORE {verb} ON audit_log "
-                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
-            )
-    elif dialect == "postgresql":
-        op.execute(
-            "CREATE OR REPLACE FUNCTION zhongshu_audit_append_only_v1() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ BEGIN "
-            f"RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; "
-            "END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER audit_log_append_only_v1 BEFORE UPDATE OR DELETE ON audit_log "
-            "FOR EACH ROW EXECUTE FUNCTION zhongshu_audit_append_only_v1()"
-        )
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+    if dialect not in AUDIT_TRIGGERS_V1:  # pragma: no cover - only SQLite and PostgreSQL
         raise RuntimeError(f"no append-only trigger for dialect {dialect}")
+    for sql in AUDIT_TRIGGERS_V1[dialect]:
+        op.execute(sql)
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS audit_log_no_update_v1")
-        op.execute("DROP TRIGGER IF EXISTS audit_log_no_delete_v1")
-    elif dialect == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS audit_log_append_only_v1 ON audit_log")
-        op.execute("DROP FUNCTION IF EXISTS zhongshu_audit_append_only_v1()")
+    for sql in DROP_AUDIT_TRIGGERS_V1.get(op.get_bind().dialect.name, ()):
+        op.execute(sql)
     op.drop_table("audit_log")
     op.drop_table("user_preferences")
     op.drop_table("api_keys")
