@@ -36,13 +36,15 @@ class RedisPresence:
         prefix: str,
         replica_id: str,
         *,
-        refresh_s: float = 2.0,
         stale_after_s: float = 10.0,
+        refresh_s: float | None = None,
     ) -> None:
         self.redis = redis  # the hub's client (redis.asyncio)
         self.key = f"{prefix}worker-presence"
         self.replica_id = replica_id
-        self.refresh_s = refresh_s
+        # What another replica sees is up to two refreshes old (its write, our mirror):
+        # refresh often enough that a live entry never looks stale, even on a busy loop.
+        self.refresh_s = refresh_s if refresh_s is not None else min(2.0, stale_after_s / 4)
         self.stale_after_s = stale_after_s
         self.local: set[str] = set()
         self._mirror: dict[str, tuple[str, float]] = {}
