@@ -245,6 +245,21 @@ async def test_start_and_result_need_the_holder_and_its_current_token(
     assert (await get_task(client, t["id"]))["status"] == "running"
 
 
+async def test_a_result_without_a_reported_start_still_has_a_start_time(
+    client: httpx.AsyncClient,
+) -> None:
+    # Workers skip the start of a task that finished within one flush tick.
+    agent = await create_agent(client)
+    t = await submit(client)
+    (lease,) = await agent.lease()
+    assert (await agent.result(lease))["accepted"] is True
+    got = await get_task(client, t["id"])
+    assert got["status"] == "succeeded"
+    (attempt,) = got["attempts_history"]
+    assert attempt["started_at"] == attempt["leased_at"] == got["started_at"]
+    assert ts(got["started_at"]) <= ts(got["finished_at"])
+
+
 async def test_result_is_stored_once_and_a_repeat_is_refused(client: httpx.AsyncClient) -> None:
     agent = await create_agent(client)
     t = await submit(client)

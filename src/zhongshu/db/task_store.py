@@ -37,6 +37,7 @@ _SETTLE_COLUMNS = (
     "error",
     "run_at",
     "node_id",
+    "started_at",
     "finished_at",
     "lease_expires_at",
     "updated_at",
@@ -531,6 +532,7 @@ class TaskStore:
                 {
                     "b_task_id": o.task_id,
                     "b_token": row["lease_token"],
+                    "b_started_at": row["started_at"],
                     "b_finished_at": now,
                     "b_outcome": o.status,
                     "b_error": o.error,
@@ -552,6 +554,9 @@ class TaskStore:
                     task_attempts.c.lease_token == bindparam("b_token"),
                 )
                 .values(
+                    started_at=func.coalesce(
+                        task_attempts.c.started_at, bindparam("b_started_at")
+                    ),
                     finished_at=bindparam("b_finished_at"),
                     outcome=bindparam("b_outcome"),
                     error=bindparam("b_error"),

@@ -186,6 +186,10 @@ class TaskService:
         lost = o.status == "lost"
         actor = f"node:{row['node_id']}" if row.get("node_id") and not lost else "system"
         base: Row = {"updated_at": now, "lease_expires_at": None}
+        if not lost and row.get("started_at") is None:
+            # A worker reports no start for a task that finished within one flush tick;
+            # the lease time is then the best start the hub knows.
+            base["started_at"] = row.get("leased_at") or now
         if o.status == "succeeded":
             values = {
                 **base,
