@@ -146,21 +146,28 @@ def serve(
 
 
 def _register_subcommands() -> None:
-    from zhongshu.cli import client_commands, demo_command, identity_commands, relay_commands
+    from zhongshu.cli import (
+        backup_commands,
+        bench_command,
+        client_commands,
+        data_commands,
+        demo_command,
+        identity_commands,
+        relay_commands,
+        secrets_commands,
+    )
 
-    client_commands.register(app)
-    identity_commands.register(app)
-    relay_commands.register(app)
-    demo_command.register(app)
-    from zhongshu.cli import data_commands
-
-    data_commands.register(app)
-    from zhongshu.cli import secrets_commands
-
-    secrets_commands.register(app)
-    from zhongshu.cli import backup_commands
-
-    backup_commands.register(app)
+    for module in (
+        client_commands,
+        identity_commands,
+        relay_commands,
+        demo_command,
+        data_commands,
+        secrets_commands,
+        backup_commands,
+        bench_command,
+    ):
+        module.register(app)
     try:
         from zhongshu.cli import worker as worker_cli
     except ImportError:  # pragma: no cover - only while the worker package is being built
