@@ -21,6 +21,7 @@ from zhongshu.db.backup_store import BackupStore
 from zhongshu.db.channel_store import ChannelStore
 from zhongshu.db.engine import Database
 from zhongshu.db.event_store import EventStore
+from zhongshu.db.hub_lock import HubLock, HubLockBusy
 from zhongshu.db.item_store import ItemStore
 from zhongshu.db.lifecycle_store import LifecycleStore
 from zhongshu.db.login_session_store import LoginSessionStore
@@ -128,6 +129,8 @@ class Hub:
     # With Redis (several replicas): one client for the process, and lockouts shared.
     redis: Any = None
     limiter_sync: RedisFailureSync | None = None
+    # Held (shared) while the hub runs, so ``zhongshu restore`` can tell (db/hub_lock.py).
+    in_use: HubLock | None = None
     _loops: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -390,6 +393,13 @@ class Hub:
         )
 
     async def start(self) -> None:
+        self.in_use = HubLock(self.db)
+        try:
+            await self.in_use.acquire()
+        except HubLockBusy as exc:
+            raise errors.Conflict(
+                "a restore is replacing this database right now; start the hub when it has finished"
+            ) from exc
         await self.db.migrate()
         await self.runtime.load()
         if await self.identity.user_count() == 0:
@@ -435,6 +445,8 @@ class Hub:
             await self.limiter_sync.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.in_use is not None:
+            await self.in_use.release()
         await self.db.dispose()
 
 

@@ -270,6 +270,36 @@ async def test_restore_round_trip_through_the_cli(
             await testing.drop_pg_database(target_url)
 
 
+async def test_restore_refuses_a_database_a_hub_is_running_on(
+    hub: Any, client: httpx.AsyncClient, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    backup = (await hub.backups.create()).path
+    url = hub.settings.effective_database_url
+    done = await asyncio.to_thread(_cli, ["restore", str(backup), "--force"], hub.settings, url)
+    assert done.returncode == 2, done.stderr
+    assert "a hub is running on this database" in done.stderr
+    r = await client.get("/api/v1/me")
+    assert r.status_code == 200, "the running hub's data is untouched"
+
+    # The other way round: no hub starts on a database while a restore holds it.
+    from zhongshu.db.engine import Database
+    from zhongshu.db.hub_lock import HubLock
+
+    other = make_settings(data_dir=tmp_path / "other")
+    db = Database(other.effective_database_url)
+    restoring = HubLock(db)
+    await restoring.acquire(exclusive=True)
+    try:
+        with pytest.raises(errors.Conflict, match="a restore is replacing this database"):
+            async with testing.running_hub(other):
+                pass
+    finally:
+        await restoring.release()
+        await db.dispose()
+    async with testing.running_hub(other) as started:
+        assert started.in_use is not None and started.in_use.held
+
+
 @pytest.mark.postgres
 async def test_sqlite_to_postgres_through_a_jsonl_dump(
     make_settings: Callable[..., Settings], tmp_path: Path, sqlite_template: Path

@@ -107,10 +107,20 @@ def list_(config: ConfigOpt = None) -> None:
 
 
 async def _restore(config: Path | None, file: Path, force: bool) -> dict[str, Any]:
+    from zhongshu.db.hub_lock import HubLock, HubLockBusy
     from zhongshu.hub import Hub
 
     hub = Hub.build(settings_or_exit(config))
+    # No hub may run on the database while it is replaced (nor start during the restore).
+    in_use = HubLock(hub.db)
     try:
+        try:
+            await in_use.acquire(exclusive=True)
+        except HubLockBusy as exc:
+            raise errors.RestoreRefused(
+                "a hub is running on this database: stop every hub (and replica) using it "
+                "first, since a restore replaces everything under it"
+            ) from exc
         header = hub.backups.inspect(file)
         total = sum(int(n) for n in header["tables"].values())
         console.print(
@@ -125,6 +135,7 @@ async def _restore(config: Path | None, file: Path, force: bool) -> dict[str, An
             )
     finally:
         await hub.audit.flush()
+        await in_use.release()
         await hub.db.dispose()
 
 
