@@ -67,10 +67,25 @@ async def test_token_push_and_message_status_like_messagepusher(
         )
         assert r.status_code == 200, r.text
         assert r.json()["data"]["channels"] == [a["id"], b["id"]]
-        # Someone else's message: 404 with MessagePusher's code.
+        # The push token alone (no Authorization header) reads the status of its owner's
+        # messages, and nothing else.
+        bare = httpx.AsyncClient(transport=client._transport, base_url=client.base_url)
+        async with bare:
+            r = await bare.get(f"/api/v1/message/{mid}", params={"token": token})
+            assert r.status_code == 200, r.text
+            assert r.json()["data"]["status"] == "sent"
+            r = await bare.get(f"/api/v1/messages/{mid}", params={"token": token})
+            assert r.status_code == 401, "only MessagePusher's status route takes the token"
+            r = await bare.get(f"/api/v1/message/{mid}", params={"token": "PTnope"})
+            assert r.status_code == 401
+        # Someone else's message: 404 with MessagePusher's code, by login or by token.
         bob = await make_user(client)
         r = await client.get(f"/api/v1/message/{mid}", headers=bob.headers)
         assert r.status_code == 404 and r.json()["code"] == 2001
+        bob_token = (await client.get("/api/v1/push-token", headers=bob.headers)).json()["token"]
+        async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as c:
+            r = await c.get(f"/api/v1/message/{mid}", params={"token": bob_token})
+            assert r.status_code == 404 and r.json()["code"] == 2001
         # Rotating the token retires the old one.
         new = (await client.post("/api/v1/push-token/rotate", headers=alice.headers)).json()
         assert new["token"] != token

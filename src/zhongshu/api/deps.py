@@ -146,6 +146,9 @@ async def authorize(request: Request) -> None:
         await check_relay_key(request, hub)
         return
     p = await resolve_principal(request)
+    if p is None and policy.push_token and request.query_params.get("token"):
+        p = await hub.messages.reader_for_token(request.query_params["token"], client_ip(request))
+        request.state.principal = p
     if p is None:
         raise errors.AuthenticationFailed(f"authentication required: {_SCHEMES}")
     try:

@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zhongshu import errors
@@ -259,6 +259,14 @@ class MessageService:
             self.limiter.fail(subjects)
             raise errors.InvalidPushToken("invalid push token")
         return Principal("user", user["id"], user["role"], name=user["username"], via="push")
+
+    async def reader_for_token(self, token: str, ip: str) -> Principal:
+        """A push token as a read-only key to its owner's own messages: MessagePusher
+        clients poll a message's status with the token they pushed it with. Even an
+        admin's token reads only their own messages (it is a secret in scripts)."""
+        p = await self.principal_for_token(token, ip)
+        role = "user" if p.role == "admin" else p.role
+        return replace(p, role=role, scopes=frozenset({"read"}), via="key")
 
 
 def _token_public(row: Row, token: str) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class Policy:
     scope: Scope | None = None
     owner: Literal["none", "own", "self"] = "none"
     step_up: Literal["never", "always", "others"] = "never"
+    # MessagePusher: ``?token=<push token>`` also proves who is calling (read-only).
+    push_token: bool = False
 
     def role_allows(self, role: str) -> bool:
         return ROLE_RANK.get(role, -1) >= ROLE_RANK[self.role]
@@ -57,8 +59,9 @@ def _user(
     scope: Scope | None = None,
     owner: Literal["none", "own", "self"] = "none",
     step_up: Literal["never", "always", "others"] = "never",
+    push_token: bool = False,
 ) -> Policy:
-    return Policy("user", role, scope, owner, step_up)
+    return Policy("user", role, scope, owner, step_up, push_token)
 
 
 V1 = "/api/v1"
@@ -191,7 +194,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", f"{V1}/messages"): _user("user", scope="push", owner="own"),
     ("GET", f"{V1}/messages"): _user(scope="read", owner="own"),
     ("GET", f"{V1}/messages/{{message_id}}"): _user(scope="read", owner="own"),
-    ("GET", f"{V1}/message/{{message_id}}"): _user(scope="read", owner="own"),
+    ("GET", f"{V1}/message/{{message_id}}"): _user(scope="read", owner="own", push_token=True),
     # MessagePusher: /push authenticates by the push token in its body, /token by username
     # and password (both limited like logins); a view link is its own unguessable token.
     ("POST", f"{V1}/push"): PUBLIC,
