@@ -245,6 +245,8 @@ async def _run_matrix(hub: Any, client: httpx.AsyncClient) -> tuple[int, int, li
     return len(routes), checks, failures
 
 
+# ~1,400 real requests: minutes on PostgreSQL when the machine is busy.
+@pytest.mark.timeout(900)
 async def test_every_route_has_a_policy_and_every_caller_gets_what_it_predicts(
     hub: Any, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
