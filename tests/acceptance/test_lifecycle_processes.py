@@ -153,3 +153,42 @@ def test_a_worker_that_keeps_crashing_fails_after_the_limit(
         # A failed profile can be started again by hand.
         r = c.post(f"{base}/stop")
         assert r.json()["status"] == "stopped"
+
+
+def test_children_of_a_hub_killed_with_kill_9_are_stopped_by_the_next_hub(
+    tmp_path: Path,
+) -> None:
+    """A hub killed with -9 cannot stop its workers; they must not run on unsupervised
+    while the next hub says "stopped": it stops them (its ``stop`` does too)."""
+    import json
+
+    from procs import HubProc
+
+    profiles = [{"name": "lc", "capabilities": ["lc.cap"]}, {"name": "lc2"}]
+    hub = HubProc(tmp_path, ZHONGSHU_WORKER_PROFILES=json.dumps(profiles))
+    hub.init()
+    hub.start()
+    with contextlib.closing(hub.client()) as c:
+        pids = {}
+        for name in ("lc", "lc2"):
+            r = c.post(f"/api/v1/workers/{name}/lifecycle/start")
+            assert r.status_code == 200, r.text
+            pids[name] = r.json()["pid"]
+    hub.kill()  # SIGKILL: the children live on, reparented
+    assert all(_alive(pid) for pid in pids.values())
+
+    # The next hub's stop reaps a leftover child of a profile it never started ...
+    hub.start()
+    with contextlib.closing(hub.client()) as c:
+        r = c.post("/api/v1/workers/lc/lifecycle/stop")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "stopped" and r.json()["pid"] is None
+        wait_for(lambda: not _alive(pids["lc"]), 15, "the orphaned worker to stop")
+        # ... and its start reaps the other leftover (found at hub start) before its own.
+        wait_for(lambda: not _alive(pids["lc2"]), 15, "the hub to stop the other orphan")
+        r = c.post("/api/v1/workers/lc2/lifecycle/start")
+        assert r.status_code == 200, r.text
+        fresh = r.json()["pid"]
+        assert fresh != pids["lc2"] and _alive(fresh)
+    hub.terminate(30)
+    wait_for(lambda: not _alive(fresh), 10, "the worker to stop with the hub")

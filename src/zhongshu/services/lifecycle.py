@@ -181,6 +181,8 @@ class WorkerSupervisor:
         run = self._run(name)
         async with run.lock:
             run.desired = "stopped"
+            if run.proc is None:
+                await self._reap_stored_orphan(name)
             await self._terminate(run)
             task, run.supervisor = run.supervisor, None
             if task is not None and not task.done():
@@ -194,6 +196,15 @@ class WorkerSupervisor:
     async def restart(self, name: str, actor: Principal | None = None) -> Row:
         await self.stop(name, actor)
         return await self.start(name, actor)
+
+    async def reap_orphans(self) -> None:
+        """Stop the children a previous hub left running (killed with -9, it could not
+        stop them): nothing runs unsupervised while its status says "stopped"."""
+        for name in self.profiles:
+            try:
+                await self._reap_stored_orphan(name)
+            except Exception:
+                log.exception("could not check worker profile %s for a leftover process", name)
 
     async def autostart(self) -> None:
         """Start the profiles marked ``autostart`` (at hub start)."""
@@ -247,6 +258,14 @@ class WorkerSupervisor:
             await self.store.update(name, values)
         run.node_id = node["id"]
         return node["access_key"], secret
+
+    async def _reap_stored_orphan(self, name: str) -> None:
+        row = await self.store.get(name)
+        if row is not None and row.get("pid"):
+            await self._reap_orphan(row)
+            await self.store.update(
+                name, {"pid": None, "status": "stopped", "updated_at": time.time()}
+            )
 
     async def _reap_orphan(self, row: Row) -> None:
         """A child left behind by a hub that was killed: stop it before starting another
@@ -397,5 +416,6 @@ class WorkerSupervisor:
     async def run(self) -> None:
         """The hub's background loop: start the ``autostart`` profiles, then idle. The
         supervisors are their own tasks; this loop ends by cancellation at hub stop."""
+        await self.reap_orphans()
         await self.autostart()
         await asyncio.Event().wait()
