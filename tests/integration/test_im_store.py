@@ -446,6 +446,32 @@ async def test_bad_items_refuse_the_whole_batch(hub: Any) -> None:
     assert counts == [] and states == []
 
 
+async def test_a_bad_item_deep_in_a_large_snapshot_refuses_all_of_it(hub: Any) -> None:
+    """On PostgreSQL a large snapshot is normalized while it streams into COPY: an item
+    that fails late must still roll back everything, the rows already copied included."""
+    src = await insert_source(hub, "owner-late")
+    good = [
+        {"id": f"late-{i}", "text": f"ok {i}", "create_time": 1_700_000_000 + i}
+        for i in range(6000)
+    ]
+    for bad_item, needle in (
+        ({"id": "late-bad", "create_time": "yesterday"}, "not a time"),
+        ({"id": "x" * 300}, "longer than"),
+        ({"id": "late-big", "content": "x" * 300_000}, "im_sync_max_item_bytes"),
+    ):
+        comments = [*good[:5500], bad_item, *good[5500:]]
+        with pytest.raises(errors.InvalidInput) as exc:
+            await hub.sync.sync(
+                None, payload(src, {"comments": comments, "contents": [{"id": "p"}]})
+            )
+        assert needle in exc.value.message
+    counts, _ = await hub.items.stats(None)
+    assert counts == []
+    # The same batch without the bad item goes in whole.
+    done = await hub.sync.sync(None, payload(src, {"comments": good}))
+    assert done["created"] == {"comment": 6000}
+
+
 async def test_a_large_snapshot_takes_the_bulk_path_and_stays_idempotent(
     hub: Any, client: httpx.AsyncClient
 ) -> None:

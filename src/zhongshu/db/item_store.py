@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import (
     and_,
@@ -64,15 +64,30 @@ SQLITE_CACHE_KIB = 64 * 1024
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 
 
+class RowStream(Protocol):
+    """One kind's items, normalized while they are read: one pass, in order; iteration
+    raises the first bad item's error. Lets PostgreSQL ingest rows while Python normalizes
+    the next ones (``_copy_streams``). ``platform_ids`` are the rows' ids, in order and
+    unique (the caller checked), known before any row is normalized."""
+
+    @property
+    def platform_ids(self) -> Sequence[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SyncBatch:
-    """One validated sync, ready to apply. ``items`` maps kind → normalized rows."""
+    """One validated sync, ready to apply. ``items`` maps kind → normalized rows, or a
+    ``RowStream`` of them (PostgreSQL, big kinds: ``ItemStore.stream_from``)."""
 
     account: str
     node_id: str | None  # None: a trusted caller (import, tests); no assignment check
     mode: Literal["snapshot", "delta", "detected"]
     seq: int | None
-    items: dict[str, list[Row]]
+    items: dict[str, list[Row] | RowStream]
     prune: bool
     now: float
 
@@ -135,6 +150,10 @@ class ItemStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.is_sqlite = db.is_sqlite
+        # From this many items of one kind, a sync may hand the store a ``RowStream``
+        # (None: always lists). SQLite normalizes first: its writes run under the
+        # process's write lock, which streaming would hold through the normalization.
+        self.stream_from: int | None = None if db.is_sqlite else _COPY_FROM
 
     # -- sync ---------------------------------------------------------------------------
 
@@ -248,8 +267,14 @@ def _resolve_source(conn: Connection, account: str, node_id: str | None) -> Row 
     return dict(row._mapping) if row else None
 
 
+def _platform_ids(rows: list[Row] | RowStream) -> Sequence[str]:
+    if isinstance(rows, list):
+        return [r["platform_id"] for r in rows]
+    return rows.platform_ids
+
+
 def _existing(
-    conn: Connection, source_id: str, kind: str, platform_ids: list[str] | None
+    conn: Connection, source_id: str, kind: str, platform_ids: Sequence[str] | None
 ) -> dict[str, tuple[int, str]]:
     """platform id → (item id, digest) of the source's items of ``kind`` (all, or these)."""
     base = select(items.c.platform_id, items.c.id, items.c.digest).where(
@@ -259,7 +284,7 @@ def _existing(
         return {r[0]: (r[1], r[2]) for r in conn.execute(base)}
     out: dict[str, tuple[int, str]] = {}
     for i in range(0, len(platform_ids), _CHUNK):
-        chunk = platform_ids[i : i + _CHUNK]
+        chunk = list(platform_ids[i : i + _CHUNK])
         for r in conn.execute(base.where(items.c.platform_id.in_(chunk))):
             out[r[0]] = (r[1], r[2])
     return out
@@ -303,8 +328,34 @@ _FRESH_CHUNK = 20_000
 _FRESH_VALUES = itemgetter(*("raw_json" if c == "raw" else c for c in _FRESH))
 # From this many new rows of one kind, PostgreSQL gets them by binary COPY: 100,000 rows
 # took 3.0 s through json_array_elements and 1.5 s by COPY (bench/im.py). Below it, one
-# INSERT … RETURNING per chunk is fewer round trips than COPY plus an id lookup.
+# INSERT … RETURNING per chunk is fewer round trips than COPY plus an id reservation.
 _COPY_FROM = 5000
+_COPY_COLUMNS = ("id", *_COLUMNS)
+# Ids for COPY rows, taken from the column's own sequence up front (one round trip, one
+# array) so no read-back of 100,000 ids through the unique index is needed after the
+# COPY (~0.2 s of a 100,000-item snapshot). Sorted: ids ascend in insert order, as they
+# do when the column default draws them row by row.
+# The sequence is looked up once (an uncorrelated scalar subquery); as a joined subquery
+# the planner inlined the lookup into every row: 0.7 s for 100,000 ids instead of ~0.1 s.
+_RESERVE_IDS = text(
+    "SELECT array_agg(nextval((SELECT CAST(pg_get_serial_sequence('items', 'id') AS regclass))))"
+    " FROM generate_series(1, CAST(:n AS integer))"
+)
+
+
+def _reserve_ids(conn: Connection, n: int) -> list[int]:
+    """``n`` new item ids, ascending (PostgreSQL)."""
+    if n <= 0:
+        return []
+    return sorted(conn.execute(_RESERVE_IDS, {"n": n}).scalar_one())
+
+
+def _copy(conn: Connection, records: Iterable[tuple[Any, ...]]) -> None:
+    """Binary COPY of ``_COPY_COLUMNS`` tuples into ``items`` (PostgreSQL). ``records`` may
+    be a generator: asyncpg pulls it row by row and sends every 512 KiB, so PostgreSQL
+    ingests what was sent while the generator makes the next rows."""
+    driver: Any = conn.connection.driver_connection  # asyncpg's, in run_sync
+    await_only(driver.copy_records_to_table("items", records=records, columns=_COPY_COLUMNS))
 
 
 def _insert_fresh(
@@ -320,11 +371,15 @@ def _insert_fresh(
             r["raw_json"] = dumps(r["raw"])
     if conn.dialect.name != "sqlite":
         if len(rows) >= _COPY_FROM:
-            values = [(sid, kind, *_FRESH_VALUES(r), now, now) for r in rows]
-            driver: Any = conn.connection.driver_connection  # asyncpg's, in run_sync
-            await_only(driver.copy_records_to_table("items", records=values, columns=_COLUMNS))
-            found = _existing(conn, sid, kind, None)
-            return {r["platform_id"]: found[r["platform_id"]][0] for r in rows}
+            ids = _reserve_ids(conn, len(rows))
+            _copy(
+                conn,
+                (
+                    (i, sid, kind, *_FRESH_VALUES(r), now, now)
+                    for i, r in zip(ids, rows, strict=True)
+                ),
+            )
+            return {r["platform_id"]: i for i, r in zip(ids, rows, strict=True)}
         out: dict[str, int] = {}
         for i in range(0, len(rows), _FRESH_CHUNK):
             chunk = [[r[c] for c in _FRESH] for r in rows[i : i + _FRESH_CHUNK]]
@@ -351,6 +406,90 @@ _UPDATE_SYNCED = (
     .where(items.c.id == bindparam("_id"))
     .values({c: bindparam(c) for c in (*SYNCED_COLUMNS, "updated_at")})
 )
+
+
+def _change(r: Row, item_id: int, now: float) -> Row:
+    """The ``_UPDATE_SYNCED`` parameters that bring item ``item_id`` up to row ``r``."""
+    return {**{c: r[c] for c in SYNCED_COLUMNS}, "_id": item_id, "updated_at": now}
+
+
+@dataclass(slots=True)
+class _KindWrite:
+    """One kind's part of a sync: the new rows with their ids, and the changed rows."""
+
+    fresh: list[Row] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    changed: list[Row] = field(default_factory=list)
+
+
+def _copy_streams(
+    conn: Connection,
+    sid: str,
+    streams: dict[str, RowStream],
+    haves: dict[str, dict[str, tuple[int, str]]],
+    now: float,
+) -> dict[str, _KindWrite]:
+    """Normalize the streamed kinds while one COPY sends their new rows (PostgreSQL).
+
+    Normalizing 100,000 items is ~0.6 s of Python and PostgreSQL's COPY of them ~1.4 s;
+    done one after the other they missed the 2 s snapshot target. PostgreSQL runs in its
+    own process, so while it ingests what was sent, this process normalizes the next rows
+    (docs/benchmarks.md, IM). A bad item ends the COPY early and its error is raised after
+    it, so the transaction rolls back: nothing of the sync is written.
+    """
+    out = {kind: _KindWrite() for kind in streams}
+    n_fresh = sum(
+        1 for kind, rows in streams.items() for pid in rows.platform_ids if pid not in haves[kind]
+    )
+    ids = iter(_reserve_ids(conn, n_fresh))
+    failed: list[Exception] = []
+
+    def records() -> Iterator[tuple[Any, ...]]:
+        try:
+            for kind, rows in streams.items():
+                have, w = haves[kind], out[kind]
+                for r in rows:
+                    hit = have.get(r["platform_id"])
+                    if hit is None:
+                        item_id = next(ids)
+                        w.fresh.append(r)
+                        w.ids.append(item_id)
+                        yield (item_id, sid, kind, *_FRESH_VALUES(r), now, now)
+                    elif hit[1] != r["digest"]:
+                        w.changed.append(_change(r, hit[0], now))
+        except Exception as exc:  # ends the COPY cleanly; re-raised below
+            failed.append(exc)
+
+    if n_fresh:
+        _copy(conn, records())
+    else:
+        for _ in records():  # nothing to insert: only changes to find
+            pass
+    if failed:
+        raise failed[0]
+    return out
+
+
+def _write_rows(
+    conn: Connection,
+    sid: str,
+    kind: str,
+    rows: list[Row],
+    have: dict[str, tuple[int, str]],
+    now: float,
+) -> _KindWrite:
+    """Split normalized rows into new and changed ones and insert the new ones."""
+    w = _KindWrite()
+    for r in rows:
+        hit = have.get(r["platform_id"])
+        if hit is None:
+            w.fresh.append(r)
+        elif hit[1] != r["digest"]:
+            w.changed.append(_change(r, hit[0], now))
+    if w.fresh:
+        new_ids = _insert_fresh(conn, sid, kind, w.fresh, now)
+        w.ids = [new_ids[r["platform_id"]] for r in w.fresh]
+    return w
 
 
 def _apply_sync(conn: Connection, batch: SyncBatch, finish: Finish) -> SyncOutcome:
@@ -382,30 +521,29 @@ def _apply_sync(conn: Connection, batch: SyncBatch, finish: Finish) -> SyncOutco
     fresh_rows: dict[str, list[Row]] = {}
     updated = pruned = 0
     now = batch.now
-    for kind, rows in batch.items.items():
-        if not rows and not (batch.prune and batch.mode == "snapshot"):
-            continue
-        whole = batch.mode == "snapshot"
-        have = _existing(conn, sid, kind, None if whole else [r["platform_id"] for r in rows])
-        fresh: list[Row] = []
-        changed: list[Row] = []
-        for r in rows:
-            hit = have.get(r["platform_id"])
-            if hit is None:
-                fresh.append(r)
-            elif hit[1] != r["digest"]:
-                changed.append(
-                    {**{c: r[c] for c in SYNCED_COLUMNS}, "_id": hit[0], "updated_at": now}
-                )
-        if fresh:
-            new_ids = _insert_fresh(conn, sid, kind, fresh, now)
-            created[kind] = [new_ids[r["platform_id"]] for r in fresh]
-            fresh_rows[kind] = fresh
-        if changed:
-            conn.execute(_UPDATE_SYNCED, changed)
-            updated += len(changed)
+    whole = batch.mode == "snapshot"
+    todo = {k: rows for k, rows in batch.items.items() if rows or (batch.prune and whole)}
+    haves = {
+        kind: _existing(conn, sid, kind, None if whole else _platform_ids(rows))
+        for kind, rows in todo.items()
+    }
+    # Streamed kinds first, in one COPY (no other statement can run during a COPY).
+    streams = {k: rows for k, rows in todo.items() if not isinstance(rows, list)}
+    written = _copy_streams(conn, sid, streams, haves, now) if streams else {}
+    for kind, rows in todo.items():
+        have = haves[kind]
+        w = written.get(kind)
+        if w is None:
+            assert isinstance(rows, list)
+            w = _write_rows(conn, sid, kind, rows, have, now)
+        if w.fresh:
+            created[kind] = w.ids
+            fresh_rows[kind] = w.fresh
+        if w.changed:
+            conn.execute(_UPDATE_SYNCED, w.changed)
+            updated += len(w.changed)
         if batch.prune and whole:
-            keep = {r["platform_id"] for r in rows}
+            keep = set(_platform_ids(rows))
             gone = [item_id for pid, (item_id, _) in have.items() if pid not in keep]
             for i in range(0, len(gone), _CHUNK):
                 conn.execute(delete(items).where(items.c.id.in_(gone[i : i + _CHUNK])))
@@ -885,6 +1023,11 @@ def _wipe(conn: Connection, source_id: str | None) -> int:
     return int(n or 0)
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new encoder per call,
+# ~15 % of encoding 100,000 small items (cProfile). The output is the same.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def dumps(value: Any) -> str:
     """Compact JSON (the digest input and the export line format)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODE(value)

@@ -5,20 +5,22 @@ with ``snapshot.data.{comments, contents, conversations, messages, notifications
 Field names differ between platforms and worker versions, so each normalized column is
 read from a short list of accepted keys; the whole dict is kept in ``raw``. Anything
 that cannot be stored faithfully (no id, unknown kind, bad direction, too many items) is
-refused with a message naming the item, before anything is written.
+refused with a message naming the item, and nothing of the batch is stored (big kinds on
+PostgreSQL are normalized while they are copied, ``ItemStream``: the sync's transaction
+then rolls back).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from zhongshu import errors
-from zhongshu.db.item_store import KINDS, dumps
+from zhongshu.db.item_store import KINDS, RowStream, dumps
 
 Row = dict[str, Any]
 SYNC_TYPE = "worker:data:sync"
@@ -175,20 +177,35 @@ def parse_payload(payload: Any, *, default_account: str | None = None) -> SyncRe
 
 
 def normalize_all(
-    data: Mapping[str, Sequence[Any]], *, max_items: int, max_item_bytes: int, now: float
-) -> dict[str, list[Row]]:
-    """Normalize every item, refusing the whole batch on the first bad one."""
+    data: Mapping[str, Sequence[Any]],
+    *,
+    max_items: int,
+    max_item_bytes: int,
+    now: float,
+    stream_from: int | None = None,
+) -> dict[str, list[Row] | RowStream]:
+    """Normalize every item, refusing the whole batch on the first bad one.
+
+    With ``stream_from``, a kind of at least that many items whose ids are all present and
+    distinct comes back as an ``ItemStream``: normalized later, while the store writes it
+    (``ItemStore.stream_from``); its first bad item refuses the batch from there.
+    """
     total = sum(len(v) for v in data.values())
     if total > max_items:
         raise errors.SyncTooLarge(
             f"this sync carries {total} items; the limit is {max_items} (im_sync_max_items): "
             "split it into deltas"
         )
-    out: dict[str, list[Row]] = {}
+    out: dict[str, list[Row] | RowStream] = {}
     for kind, raw_items in data.items():
+        if stream_from is not None and len(raw_items) >= stream_from:
+            pids = _distinct_ids(kind, raw_items)
+            if pids is not None:
+                out[kind] = ItemStream(kind, raw_items, pids, max_bytes=max_item_bytes, now=now)
+                continue
         seen: dict[str, int] = {}
         rows: list[Row] = []
-        plural = next(k for k, v in DATA_KEYS.items() if v == kind)
+        plural = _PLURAL[kind]
         for i, raw in enumerate(raw_items):
             row = normalize(kind, raw, where=f"{plural}[{i}]", max_bytes=max_item_bytes, now=now)
             # The same id twice in one batch: the later one wins (it is the newer state).
@@ -199,6 +216,57 @@ def normalize_all(
                 rows.append(row)
         out[kind] = rows
     return out
+
+
+_PLURAL = {kind: key for key, kind in DATA_KEYS.items()}
+
+
+class ItemStream:
+    """One kind's raw items, normalized one by one as the store reads them (a
+    ``RowStream``). The ids are read first (cheap), so the store can tell new items from
+    known ones and reserve ids before the first row is normalized."""
+
+    def __init__(
+        self,
+        kind: str,
+        raw_items: Sequence[Any],
+        platform_ids: list[str],
+        *,
+        max_bytes: int,
+        now: float,
+    ) -> None:
+        self.kind = kind
+        self.platform_ids = platform_ids
+        self._raw = raw_items
+        self._max_bytes = max_bytes
+        self._now = now
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[Row]:
+        kind, max_bytes, now = self.kind, self._max_bytes, self._now
+        plural = _PLURAL[kind]
+        for i, raw in enumerate(self._raw):
+            yield normalize(kind, raw, where=f"{plural}[{i}]", max_bytes=max_bytes, now=now)
+
+
+def _distinct_ids(kind: str, raw_items: Sequence[Any]) -> list[str] | None:
+    """The items' platform ids as ``normalize`` reads them; None when an item has none
+    or an id repeats: the eager path then refuses the item, or lets the later one win."""
+    keys = _ID_KEYS[kind]
+    usual = keys[0]
+    pids: list[str] = []
+    for raw in raw_items:
+        if not isinstance(raw, dict):
+            return None
+        pid = raw.get(usual)  # the usual spelling first: this pass is serial time
+        if pid is None or pid == "":
+            pid = _first(raw, keys)
+        if pid is None or isinstance(pid, (dict, list, bool)):
+            return None
+        pids.append(pid if type(pid) is str else str(pid))
+    return pids if len(set(pids)) == len(pids) else None
 
 
 def normalize(kind: str, raw: Any, *, where: str, max_bytes: int, now: float) -> Row:

@@ -72,7 +72,11 @@ class SyncService:
         now = self.clock()
         with _gc_paused(sum(len(v) for v in req.data.values())):
             rows = item_rules.normalize_all(
-                req.data, max_items=self.max_items, max_item_bytes=self.max_item_bytes, now=now
+                req.data,
+                max_items=self.max_items,
+                max_item_bytes=self.max_item_bytes,
+                now=now,
+                stream_from=self.store.stream_from,
             )
             batch = SyncBatch(req.account, node_id, req.mode, req.seq, rows, req.prune, now)
             outcome = await self._apply(batch)
