@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu import errors
 from zhongshu.api.deps import HubDep, UserDep, WriterDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 from zhongshu.api.validation import SafeStr
 from zhongshu.services.ai import DEFAULT_PROMPT, ProviderSpec, provider_public
 
@@ -17,8 +17,7 @@ router = APIRouter(prefix="/api/v1/ai-providers", tags=["ai-providers"])
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
-    out = provider_public(row)
-    return {**out, "created_at": iso(out["created_at"]), "updated_at": iso(out["updated_at"])}
+    return iso_times(provider_public(row))
 
 
 class ProviderCreate(BaseModel):

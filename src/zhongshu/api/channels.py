@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu import errors
 from zhongshu.api.deps import HubDep, UserDep, WriterDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 from zhongshu.api.validation import SafeStr
 from zhongshu.services.channels import ChannelSpec, Outgoing, channel_public
 
@@ -19,8 +19,7 @@ Headers = dict[SafeStr, SafeStr]
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
-    out = channel_public(row)
-    return {**out, "created_at": iso(out["created_at"]), "updated_at": iso(out["updated_at"])}
+    return iso_times(channel_public(row))
 
 
 class ChannelCreate(BaseModel):

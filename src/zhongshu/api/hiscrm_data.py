@@ -21,6 +21,11 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
+def _listing(key: str, items: list[Row], total: int | None, limit: int, offset: int) -> Row:
+    """The seed's list reply: ``{success, <key>: […], total, limit, offset}``."""
+    return {"success": True, key: items, "total": total, "limit": limit, "offset": offset}
+
+
 def comment_public(r: Row, post: Row | None) -> Row:
     return {
         "id": str(r["id"]),
@@ -87,13 +92,7 @@ async def list_comments(
     comments = [
         comment_public(r, posts.get((r["source_id"], "content", r["parent_id"]))) for r in page.rows
     ]
-    return {
-        "success": True,
-        "comments": comments,
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return _listing("comments", comments, page.total, limit, offset)
 
 
 @router.get("/direct-messages")
@@ -110,13 +109,8 @@ async def list_direct_messages(
         account_id=account_id, direction=direction, limit=limit, offset=offset, with_total=True
     )
     page = await hub.im.page(p, ("message",), f)
-    return {
-        "success": True,
-        "direct_messages": [direct_message_public(r) for r in page.rows],
-        "total": page.total,
-        "limit": limit,
-        "offset": offset,
-    }
+    messages = [direct_message_public(r) for r in page.rows]
+    return _listing("direct_messages", messages, page.total, limit, offset)
 
 
 @router.get("/notifications")
@@ -134,13 +128,7 @@ async def list_notifications(
     rows, total = await hub.notifications.find(
         p, type=type, is_read=is_read, limit=limit, offset=offset
     )
-    return {
-        "success": True,
-        "notifications": [notification_public(r) for r in rows],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return _listing("notifications", [notification_public(r) for r in rows], total, limit, offset)
 
 
 @router.put("/notifications/{notification_id}/read")

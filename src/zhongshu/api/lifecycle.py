@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from zhongshu.api.deps import AdminDep, HubDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 
 router = APIRouter(prefix="/api/v1/workers/{profile}/lifecycle", tags=["worker lifecycle"])
 
 
 def lifecycle_public(s: dict[str, Any]) -> dict[str, Any]:
-    return {**s, "started_at": iso(s["started_at"])}
+    return iso_times(s, ("started_at",))
 
 
 @router.get("")

@@ -48,7 +48,7 @@ def _with_credentials(node: dict[str, Any], secret: str) -> dict[str, Any]:
 
 async def _visible(hub: HubDep, node_id: str, p: UserDep) -> dict[str, Any]:
     node = await hub.nodes.get(node_id)
-    if not p.is_admin and node["owner_id"] != p.id:
+    if not p.may_see(node["owner_id"]):
         raise errors.NodeNotFound(f"node {node_id} not found")
     return node
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu import errors
 from zhongshu.api.deps import HubDep, UserDep, WriterDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 from zhongshu.api.validation import SafeStr
 from zhongshu.services.routing import EVENTS, RuleSpec, rule_public
 
@@ -19,9 +19,7 @@ _EVENTS_HELP = "any of: " + ", ".join(EVENTS)
 
 
 def _shape(row: dict[str, Any], pending: int) -> dict[str, Any]:
-    out = rule_public(row)
-    out["pending"] = pending
-    return {**out, "created_at": iso(out["created_at"]), "updated_at": iso(out["updated_at"])}
+    return iso_times({**rule_public(row), "pending": pending})
 
 
 async def public(hub: Any, row: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu.api.deps import AdminDep, HubDep, UserDep, WriterDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 from zhongshu.services.proxies import proxy_public
 
 router = APIRouter(tags=["proxies"])
@@ -38,10 +38,7 @@ class NodeProxy(BaseModel):
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    out = proxy_public(row)
-    out["created_at"] = iso(out["created_at"])
-    out["updated_at"] = iso(out["updated_at"])
-    return out
+    return iso_times(proxy_public(row))
 
 
 def _address(body: ProxyCreate) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,18 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+STAMPS = ("created_at", "updated_at")
+
+
+def iso_times(view: dict[str, Any], keys: Iterable[str] = STAMPS) -> dict[str, Any]:
+    """A copy of a service's view with the epoch seconds at ``keys`` as ISO strings.
+
+    Services keep times as epoch seconds (what the store and Socket.IO use); the REST
+    replies show ISO, so each router converts the same handful of keys in one place.
+    Keys keep their position, so the reply's field order does not change."""
+    return {**view, **{key: iso(view[key]) for key in keys}}
 
 
 def ms(ts: float | None) -> int | None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from zhongshu.api.deps import HubDep, UserDep, WriterDep
-from zhongshu.api.shapes import iso
+from zhongshu.api.shapes import iso_times
 from zhongshu.services.login_sessions import session_view
 from zhongshu.services.sources import source_view
 
@@ -59,10 +59,7 @@ class LoginStart(BaseModel):
 
 
 def source_public(row: dict[str, Any]) -> dict[str, Any]:
-    out = source_view(row)
-    for key in _TIMES:
-        out[key] = iso(out[key])
-    return out
+    return iso_times(source_view(row), _TIMES)
 
 
 def changes_of(sent: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.rows import all_rows, first_row, page_rows
+from zhongshu.db.rows import all_rows, first_row, newest_page, page_rows
 from zhongshu.db.schema import login_sessions, sources
 from zhongshu.services.events import Event
 
@@ -51,15 +51,7 @@ class LoginSessionStore:
             where.append(login_sessions.c.source_id == source_id)
         if status:
             where.append(login_sessions.c.status == status)
-        page = (
-            select(login_sessions)
-            .where(*where)
-            .order_by(login_sessions.c.created_at.desc(), login_sessions.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = select(func.count()).select_from(login_sessions).where(*where)
-        return await self.db.run_read(page_rows, page, count)
+        return await self.db.run_read(page_rows, *newest_page(login_sessions, where, limit, offset))
 
     async def transition(
         self,

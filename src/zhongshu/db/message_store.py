@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.rows import all_rows, first_row, page_rows
+from zhongshu.db.rows import all_rows, first_row, newest_page, page_rows
 from zhongshu.db.schema import message_deliveries, messages, push_tokens
 from zhongshu.services.events import Event
 
@@ -76,15 +76,7 @@ class MessageStore:
             where.append(messages.c.owner_id == owner_id)
         if status:
             where.append(messages.c.status == status)
-        page = (
-            select(messages)
-            .where(*where)
-            .order_by(messages.c.created_at.desc(), messages.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = select(func.count()).select_from(messages).where(*where)
-        return await self.db.run_read(page_rows, page, count)
+        return await self.db.run_read(page_rows, *newest_page(messages, where, limit, offset))
 
     async def deliveries(self, message_id: str) -> list[Row]:
         return (await self.deliveries_of([message_id]))[message_id]

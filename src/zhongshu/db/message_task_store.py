@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, true
+from sqlalchemy import insert, select, true
 from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.rows import all_rows, first_row, page_rows
+from zhongshu.db.rows import all_rows, first_row, matching, newest_page, page_rows
 from zhongshu.db.schedule_store import DueClaims, _delete, _insert, _update
 from zhongshu.db.schema import items, message_task_deliveries, message_tasks, sources
 from zhongshu.services.events import Event
@@ -37,20 +37,8 @@ class MessageTaskStore:
     async def find(
         self, *, owner_id: str | None, status: int | None, limit: int, offset: int
     ) -> tuple[list[Row], int]:
-        where = []
-        if owner_id is not None:
-            where.append(message_tasks.c.owner_id == owner_id)
-        if status is not None:
-            where.append(message_tasks.c.status == status)
-        stmt = (
-            select(message_tasks)
-            .where(*where)
-            .order_by(message_tasks.c.created_at.desc(), message_tasks.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = select(func.count()).select_from(message_tasks).where(*where)
-        return await self.db.run_read(page_rows, stmt, count)
+        where = matching(message_tasks, owner_id=owner_id, status=status)
+        return await self.db.run_read(page_rows, *newest_page(message_tasks, where, limit, offset))
 
     async def update(self, message_task_id: str, values: Row, ev: Event) -> Row | None:
         return await self.db.run_write(_update, message_tasks, message_task_id, values, ev)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from zhongshu.db import event_store
@@ -47,6 +48,12 @@ class ProxyStore:
         """Delete a proxy; sources and nodes that used it go direct."""
         return await self.db.run_write(_delete, proxy_id, ev, now)
 
+    async def in_use(self, wanted: Sequence[tuple[str | None, str | None]]) -> list[Row | None]:
+        """For each ``(source's proxy_id, node_id)``: the proxy that source uses, its own
+        else the node's default (None: direct), all read in one query, so a round over
+        many sources (the monitor tick, a node's accounts) costs one query, not two each."""
+        return await self.db.run_read(_in_use, list(wanted))
+
     async def node_proxy_id(self, node_id: str) -> str | None:
         stmt = select(node_proxies.c.proxy_id).where(node_proxies.c.node_id == node_id)
         return await self.db.run_read(lambda c: c.scalar(stmt))
@@ -64,6 +71,39 @@ def _insert(conn: Connection, row: Row, ev: Event) -> None:
 
 def _one(conn: Connection, proxy_id: str) -> Row | None:
     return first_row(conn, select(proxies).where(proxies.c.id == proxy_id))
+
+
+def _in_use(conn: Connection, wanted: list[tuple[str | None, str | None]]) -> list[Row | None]:
+    own = {proxy_id for proxy_id, _ in wanted if proxy_id is not None}
+    nodes = {node_id for proxy_id, node_id in wanted if proxy_id is None and node_id is not None}
+    if not own and not nodes:
+        return [None] * len(wanted)
+    # A proxy comes once per listed node it is the default of, or once on its own.
+    default_for = node_proxies.c.node_id.label("default_for")
+    stmt = (
+        select(proxies, default_for)
+        .select_from(
+            proxies.outerjoin(
+                node_proxies,
+                and_(node_proxies.c.proxy_id == proxies.c.id, node_proxies.c.node_id.in_(nodes)),
+            )
+        )
+        .where(or_(proxies.c.id.in_(own), node_proxies.c.node_id.is_not(None)))
+    )
+    by_id: dict[str, Row] = {}
+    node_default: dict[str, str] = {}
+    for r in conn.execute(stmt):
+        row = dict(r._mapping)
+        node_id = row.pop("default_for")
+        by_id[row["id"]] = row
+        if node_id is not None:
+            node_default[node_id] = row["id"]
+    out: list[Row | None] = []
+    for proxy_id, node_id in wanted:
+        if proxy_id is None and node_id is not None:
+            proxy_id = node_default.get(node_id)
+        out.append(None if proxy_id is None else by_id.get(proxy_id))
+    return out
 
 
 def _update(conn: Connection, proxy_id: str, values: Row, ev: Event) -> Row | None:

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from zhongshu.db import event_store
 from zhongshu.db.engine import Database
-from zhongshu.db.rows import all_rows, first_row, page_rows
+from zhongshu.db.rows import all_rows, first_row, matching, newest_page, page_rows
 from zhongshu.db.schema import message_tasks, schedules
 from zhongshu.services.events import Event
 
@@ -92,20 +92,8 @@ class ScheduleStore:
     async def find(
         self, *, owner_id: str | None, enabled: bool | None, limit: int, offset: int
     ) -> tuple[list[Row], int]:
-        where: list[ColumnElement[bool]] = []
-        if owner_id is not None:
-            where.append(schedules.c.owner_id == owner_id)
-        if enabled is not None:
-            where.append(schedules.c.enabled == enabled)
-        stmt = (
-            select(schedules)
-            .where(*where)
-            .order_by(schedules.c.created_at.desc(), schedules.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = select(func.count()).select_from(schedules).where(*where)
-        return await self.db.run_read(page_rows, stmt, count)
+        where = matching(schedules, owner_id=owner_id, enabled=enabled)
+        return await self.db.run_read(page_rows, *newest_page(schedules, where, limit, offset))
 
     async def update(self, schedule_id: str, values: Row, ev: Event) -> Row | None:
         return await self.db.run_write(_update, schedules, schedule_id, values, ev)

@@ -554,9 +554,7 @@ class TaskStore:
                     task_attempts.c.lease_token == bindparam("b_token"),
                 )
                 .values(
-                    started_at=func.coalesce(
-                        task_attempts.c.started_at, bindparam("b_started_at")
-                    ),
+                    started_at=func.coalesce(task_attempts.c.started_at, bindparam("b_started_at")),
                     finished_at=bindparam("b_finished_at"),
                     outcome=bindparam("b_outcome"),
                     error=bindparam("b_error"),

@@ -66,12 +66,17 @@ class OrderedSender:
 def install(sio: socketio.AsyncServer, hub: Hub, conns: WorkerConnections) -> OrderedSender:
     sender = OrderedSender()
 
+    async def reporter(sid: str, event: str, data: Any) -> dict[str, Any]:
+        """The node behind ``sid``, once its report is an object (the services read its
+        fields by name); else ``InvalidInput`` naming the event."""
+        if not isinstance(data, dict):
+            raise errors.InvalidInput(f"{event} payload must be an object")
+        return await conns.node_of(sid)
+
     @sio.on("worker:login:qrcode", namespace=NS)
     async def login_qrcode(sid: str, data: Any) -> dict[str, Any]:
         try:
-            if not isinstance(data, dict):
-                raise errors.InvalidInput("worker:login:qrcode payload must be an object")
-            node = await conns.node_of(sid)
+            node = await reporter(sid, "worker:login:qrcode", data)
             row = await hub.logins.qrcode_ready(node["id"], data)
             return {"ok": True, "session_id": row["id"], "status": row["status"]}
         except Exception as exc:
@@ -80,9 +85,7 @@ def install(sio: socketio.AsyncServer, hub: Hub, conns: WorkerConnections) -> Or
     @sio.on("worker:login:status", namespace=NS)
     async def login_status(sid: str, data: Any) -> dict[str, Any]:
         try:
-            if not isinstance(data, dict):
-                raise errors.InvalidInput("worker:login:status payload must be an object")
-            node = await conns.node_of(sid)
+            node = await reporter(sid, "worker:login:status", data)
             out = await hub.logins.report_status(node["id"], data)
             session = out.get("session")
             return {

@@ -104,9 +104,7 @@ class AiService:
 
     async def get(self, provider_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.provider(provider_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.AiProviderNotFound(f"AI provider {provider_id} not found")
         return row
 

@@ -107,7 +107,7 @@ class ApiKeyService:
     async def get(self, key_id: str, viewer: Principal) -> Row:
         """The key, if ``viewer`` may see it; otherwise 404 (ids of others do not leak)."""
         row = await self.store.get(key_id)
-        if row is None or not (viewer.is_admin or row["owner_id"] == viewer.id):
+        if row is None or not viewer.may_see(row["owner_id"]):
             raise errors.ApiKeyNotFound(f"API key {key_id} not found")
         return row
 

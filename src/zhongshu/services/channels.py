@@ -338,9 +338,7 @@ class ChannelService:
 
     async def get(self, channel_id: int, viewer: Principal | None = None) -> Row:
         row = await self.store.channel(channel_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.ChannelNotFound(f"channel {channel_id} not found")
         return row
 

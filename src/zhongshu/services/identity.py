@@ -70,6 +70,11 @@ class Principal:
         else only their own."""
         return None if self.is_admin else self.id
 
+    def may_see(self, owner_id: str | None) -> bool:
+        """Whether this caller may see one object owned by ``owner_id``: an admin sees
+        everyone's, anyone else only their own (the per-object twin of ``owner_filter``)."""
+        return self.is_admin or owner_id == self.id
+
 
 SYSTEM = Principal("user", "system", "admin", name="system", via="system")
 

@@ -230,9 +230,7 @@ class LoginService:
 
     async def get(self, session_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.get(session_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.LoginSessionNotFound(f"login session {session_id} not found")
         return row
 

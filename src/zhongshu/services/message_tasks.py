@@ -305,9 +305,7 @@ class MessageTaskService:
 
     async def get(self, message_task_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.get(message_task_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.MessageTaskNotFound(f"message task {message_task_id} not found")
         return row
 

@@ -52,8 +52,13 @@ class MonitorScheduler:
         """Create the monitor tasks that are due now; returns them."""
         now = time.time()
         due = await self.store.monitor_due(now)
+        # Tasks are stored: they carry the address without the password, so none is
+        # decrypted here (the worker has it from master:task:assign). One query for all.
+        proxies = await self.proxies.effective_many(
+            [(s, s["assigned_node_id"]) for s in due], with_password=False
+        )
         by_owner: dict[str, list[TaskSpec]] = defaultdict(list)
-        for s in due:
+        for s, proxy in zip(due, proxies, strict=True):
             if s["open_task_id"]:
                 # Its open task waits for a node the source has left: drop it.
                 with contextlib.suppress(errors.ZhongshuError):
@@ -62,9 +67,6 @@ class MonitorScheduler:
             if not await self.store.claim_monitor(s["id"], s["monitor_task_id"], new_id, now):
                 continue
             node_id = s["assigned_node_id"]
-            # Tasks are stored: they carry the address without the password, so none is
-            # decrypted here (the worker has it from master:task:assign).
-            proxy = await self.proxies.effective(s, node_id, with_password=False)
             payload = {
                 "account_id": s["id"],
                 "platform": s["platform"],

@@ -97,7 +97,7 @@ class NotificationService:
 
     async def mark_read(self, p: Principal, notification_id: str) -> Row:
         row = await self.store.get(notification_id)
-        if row is None or (not p.is_admin and row["owner_id"] != p.id):
+        if row is None or not p.may_see(row["owner_id"]):
             raise errors.NotificationNotFound(f"notification {notification_id[:64]} not found")
         updated = await self.store.mark_read(notification_id, self.clock())
         assert updated is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -159,9 +160,7 @@ class ProxyService:
 
     async def get(self, proxy_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.get(proxy_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.NotFound(f"proxy {proxy_id} not found")
         return row
 
@@ -238,14 +237,16 @@ class ProxyService:
         the node's; ``{server, protocol, username, password, url}`` with the password in
         clear (for the worker's message only), or None for a direct connection.
         ``with_password=False`` skips decrypting it (password and url are then None)."""
-        proxy_id = source.get("proxy_id")
-        if proxy_id is None and node_id is not None:
-            proxy_id = await self.store.node_proxy_id(node_id)
-        if proxy_id is None:
-            return None
-        p = await self.store.get(proxy_id)
-        if p is None:
-            return None
+        return (await self.effective_many([(source, node_id)], with_password=with_password))[0]
+
+    async def effective_many(
+        self, wanted: Sequence[tuple[Row, str | None]], *, with_password: bool = True
+    ) -> list[Row | None]:
+        """``effective`` for each ``(source, node_id)``, in order, read in one query."""
+        rows = await self.store.in_use([(s.get("proxy_id"), node_id) for s, node_id in wanted])
+        return [None if p is None else self._for_worker(p, with_password) for p in rows]
+
+    def _for_worker(self, p: Row, with_password: bool) -> Row:
         password = self.box.open(p["password"]) if with_password and p["password"] else None
         return {
             "id": p["id"],

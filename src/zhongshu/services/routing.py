@@ -202,9 +202,7 @@ class RoutingService:
 
     async def get(self, rule_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.rule(rule_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.RuleNotFound(f"notification rule {rule_id} not found")
         return row
 

@@ -216,9 +216,7 @@ class ScheduleService:
 
     async def get(self, schedule_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.get(schedule_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.ScheduleNotFound(f"schedule {schedule_id} not found")
         return row
 

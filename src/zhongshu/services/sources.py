@@ -194,9 +194,7 @@ class SourceService:
 
     async def get(self, source_id: str, viewer: Principal | None = None) -> Row:
         row = await self.store.get(source_id)
-        if row is None or (
-            viewer is not None and not viewer.is_admin and row["owner_id"] != viewer.id
-        ):
+        if row is None or (viewer is not None and not viewer.may_see(row["owner_id"])):
             raise errors.SourceNotFound(f"source {source_id} not found")
         return row
 
@@ -300,7 +298,8 @@ class SourceService:
         """Accounts for ``master:task:assign``: the HisCRM shape plus the credentials in
         clear and the effective proxy — only ever sent to the node that serves them."""
         out = []
-        for s in rows:
+        proxies = await self.proxies.effective_many([(s, node_id) for s in rows])
+        for s, proxy in zip(rows, proxies, strict=True):
             creds = None
             if s["credentials"]:
                 try:
@@ -311,7 +310,7 @@ class SourceService:
                 {
                     **account_view(s),
                     "credentials": creds,
-                    "proxy": await self.proxies.effective(s, node_id),
+                    "proxy": proxy,
                 }
             )
         return out
