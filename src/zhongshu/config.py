@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     messages_fetch_max_bytes: int = Field(5 * 1024 * 1024, gt=0)
     messages_ai_timeout_s: float = Field(60.0, gt=0)
     messages_send_timeout_s: float = Field(20.0, gt=0)
+    # Users' templates (channel bodies, message tasks, AI prompts) render in a child
+    # process: past this time or address space a render fails alone (services/templates.py).
+    template_timeout_s: float = Field(2.0, gt=0, le=60)
+    template_memory_mb: int = Field(512, ge=128)
     # Longest accepted title + content (characters); longer submissions are refused.
     messages_max_content_chars: int = Field(64 * 1024, gt=0)
     # Notification routing: how often due digests are flushed; system alerts for admins.

@@ -74,6 +74,7 @@ from zhongshu.services.secrets import SecretBox
 from zhongshu.services.sources import SourceService
 from zhongshu.services.sync import SyncService
 from zhongshu.services.tasks import QueuePolicy, TaskService
+from zhongshu.services.templates import TemplateRenderer
 
 log = logging.getLogger("zhongshu.hub")
 
@@ -129,6 +130,7 @@ class Hub:
     # With Redis (several replicas): one client for the process, and lockouts shared.
     redis: Any = None
     limiter_sync: RedisFailureSync | None = None
+    templates: TemplateRenderer | None = None
     # Held (shared) while the hub runs, so ``zhongshu restore`` can tell (db/hub_lock.py).
     in_use: HubLock | None = None
     _loops: list[asyncio.Task[None]] = field(default_factory=list)
@@ -206,11 +208,15 @@ class Hub:
             tick_s=settings.schedule_tick_s,
             default_timezone=settings.schedule_default_timezone,
         )
+        templates = TemplateRenderer(
+            timeout_s=settings.template_timeout_s, memory_mb=settings.template_memory_mb
+        )
         message_tasks = MessageTaskService(
             MessageTaskStore(db),
             executor,
             bus,
             secrets_box,
+            templates,
             default_timezone=settings.schedule_default_timezone,
             max_attempts=settings.message_task_max_attempts,
             timeout_s=settings.message_task_timeout_s,
@@ -239,9 +245,11 @@ class Hub:
         # messages, channels, pipeline, routing
         channel_store = ChannelStore(db)
         channels = ChannelService(
-            channel_store, secrets_box, send_timeout_s=settings.messages_send_timeout_s
+            channel_store, secrets_box, templates, send_timeout_s=settings.messages_send_timeout_s
         )
-        ai = AiService(channel_store, secrets_box, timeout_s=settings.messages_ai_timeout_s)
+        ai = AiService(
+            channel_store, secrets_box, templates, timeout_s=settings.messages_ai_timeout_s
+        )
         message_store = MessageStore(db)
         public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         pipeline = Pipeline(
@@ -384,6 +392,7 @@ class Hub:
             # backups
             backups=BackupService(BackupStore(db), events, bus, settings.data_dir / "backups"),
             runtime=runtime,
+            templates=templates,
             redis=redis_client,
             limiter_sync=(
                 RedisFailureSync(limiter, redis_client, settings.redis_prefix)
@@ -440,6 +449,8 @@ class Hub:
         # what needs the database to shut down cleanly goes before it closes
         await self.pipeline.stop()
         await self.lifecycle.shutdown()
+        if self.templates is not None:
+            await self.templates.close()
         await self.audit.flush()
         if self.limiter_sync is not None:
             await self.limiter_sync.close()

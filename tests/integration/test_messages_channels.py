@@ -104,6 +104,35 @@ async def test_templated_http_channel_through_a_proxy_is_cut_with_a_view_link(
         assert (await client.get("/view/not-a-token")).status_code == 404
 
 
+async def test_a_runaway_channel_template_fails_its_delivery_not_the_hub(
+    client: httpx.AsyncClient,
+) -> None:
+    """Any user may write a body template: one that loops for ever fails its own delivery
+    (no retry: it would loop again) while the hub keeps answering."""
+    endless = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}"
+    with receiver() as rec:
+        bad = await make_channel(
+            client, name="loops", kind="http", url=rec.url + "/loop", body_template=endless
+        )
+        good = await make_channel(client, name="fine", kind="http", url=rec.url + "/fine")
+        r = await client.post(
+            "/api/v1/messages", json={"content": "hi", "channels": [bad["id"], good["id"]]}
+        )
+        assert r.status_code == 201, r.text
+        message_id = r.json()["message_id"]
+        # The hub answers while the template runs in the renderer's child process.
+        for _ in range(5):
+            assert (await client.get("/healthz")).status_code == 200
+        done = await finished(client, message_id)
+        assert done["status"] == "partially_sent"
+        by_id = {c["channel_id"]: c for c in done["channels"]}
+        assert by_id[good["id"]]["status"] == "sent"
+        failed = by_id[bad["id"]]
+        assert failed["status"] == "failed" and failed["attempts"] == 1
+        assert "longer than" in failed["error"]
+        assert rec.at("/loop") == [] and len(rec.at("/fine")) == 1
+
+
 async def test_both_channel_kinds_deliver_through_a_socks5_proxy(
     client: httpx.AsyncClient,
 ) -> None:

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from zhongshu import errors
 from zhongshu.db.channel_store import ChannelStore, Row
 from zhongshu.services.identity import Principal
 from zhongshu.services.secrets import SecretBox, mask
+from zhongshu.services.templates import TemplateFailed, TemplateRenderer, check_syntax
 
 DEFAULT_PROMPT = (
     "Summarise the following message in a few short sentences, in the language it is "
@@ -28,7 +28,6 @@ DEFAULT_PROMPT = (
 )
 # Keep prompts within what small models accept; the page is cut first.
 MAX_PAGE_CHARS = 12_000
-_jinja = ImmutableSandboxedEnvironment(autoescape=False)
 
 
 @dataclass(slots=True)
@@ -66,15 +65,23 @@ def _check(spec: ProviderSpec) -> None:
             "base_url: must be an http(s) URL, e.g. https://api.openai.com/v1"
         )
     try:
-        _jinja.parse(spec.prompt_template)
+        check_syntax(spec.prompt_template)
     except jinja2.TemplateSyntaxError as exc:
         raise errors.InvalidInput(f"prompt_template: template error: {exc.message}") from exc
 
 
 class AiService:
-    def __init__(self, store: ChannelStore, secrets: SecretBox, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: ChannelStore,
+        secrets: SecretBox,
+        templates: TemplateRenderer,
+        *,
+        timeout_s: float,
+    ) -> None:
         self.store = store
         self.secrets = secrets
+        self.templates = templates
         self.timeout_s = timeout_s
 
     # --- CRUD ----------------------------------------------------------------------------
@@ -151,8 +158,8 @@ class AiService:
             "page": page[:MAX_PAGE_CHARS],
         }
         try:
-            prompt = _jinja.from_string(provider["prompt_template"]).render(context)
-        except jinja2.TemplateError as exc:
+            prompt = await self.templates.render(provider["prompt_template"], context)
+        except TemplateFailed as exc:
             raise errors.AiCallFailed(f"prompt_template: {exc}", retryable=False) from exc
         headers = {"content-type": "application/json"}
         if provider["api_key"]:

@@ -29,12 +29,12 @@ import apprise
 import httpx
 import jinja2
 import requests
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from zhongshu import errors
 from zhongshu.db.channel_store import ChannelStore, Row
 from zhongshu.services.identity import Principal
 from zhongshu.services.secrets import SecretBox, mask
+from zhongshu.services.templates import TemplateFailed, TemplateRenderer, check_syntax
 
 log = logging.getLogger("zhongshu.channels")
 
@@ -47,7 +47,6 @@ DEFAULT_BODY_TEMPLATE = (
     '"url": {{ url|tojson }}, "view_url": {{ view_url|tojson }}, '
     '"timestamp": {{ timestamp }}}'
 )
-_jinja = ImmutableSandboxedEnvironment(autoescape=False)
 
 
 @dataclass(slots=True)
@@ -168,7 +167,7 @@ def _apprise_send(url: str, out: Outgoing, proxy: str | None) -> None:
 
 def _check_template(text: str, field_name: str) -> None:
     try:
-        _jinja.parse(text)
+        check_syntax(text)
     except jinja2.TemplateSyntaxError as exc:
         raise errors.InvalidChannel(f"{field_name}: template error: {exc.message}") from exc
 
@@ -269,8 +268,9 @@ def describe(spec: ChannelSpec) -> tuple[dict[str, Any], dict[str, Any], dict[st
     return {"url": spec.url, "headers": spec.headers}, display, options
 
 
-def render(template: str, out: Outgoing) -> str:
-    context = {
+def render_context(out: Outgoing) -> dict[str, Any]:
+    """What a templated channel's URL and body see."""
+    return {
         "title": out.title,
         "content": out.body,
         "url": out.url,
@@ -278,10 +278,6 @@ def render(template: str, out: Outgoing) -> str:
         "timestamp": int(time.time()),
         "random": uuid.uuid4().hex,
     }
-    try:
-        return _jinja.from_string(template).render(context)
-    except jinja2.TemplateError as exc:  # SecurityError, UndefinedError …
-        raise errors.DeliveryFailed(f"template error: {exc}", retryable=False) from exc
 
 
 def channel_public(row: Row) -> dict[str, Any]:
@@ -307,9 +303,17 @@ def channel_public(row: Row) -> dict[str, Any]:
 
 
 class ChannelService:
-    def __init__(self, store: ChannelStore, secrets: SecretBox, *, send_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: ChannelStore,
+        secrets: SecretBox,
+        templates: TemplateRenderer,
+        *,
+        send_timeout_s: float,
+    ) -> None:
         self.store = store
         self.secrets = secrets
+        self.templates = templates
         self.send_timeout_s = send_timeout_s
         _install_requests_proxy_hook()
 
@@ -418,12 +422,19 @@ class ChannelService:
         status = await self._send_http(row, secret, out, proxy)
         return SendReport(truncated, status)
 
+    async def _render(self, template: str, context: dict[str, Any]) -> str:
+        try:
+            return await self.templates.render(template, context)
+        except TemplateFailed as exc:  # the same template fails the same way: no retry
+            raise errors.DeliveryFailed(str(exc), retryable=False) from exc
+
     async def _send_http(
         self, row: Row, secret: dict[str, Any], out: Outgoing, proxy: str | None
     ) -> int:
         options = row["options"] or {}
-        url = render(secret["url"], out)
-        body = render(options.get("body_template") or DEFAULT_BODY_TEMPLATE, out)
+        context = render_context(out)
+        url = await self._render(secret["url"], context)
+        body = await self._render(options.get("body_template") or DEFAULT_BODY_TEMPLATE, context)
         headers = {"content-type": options.get("content_type") or "application/json"}
         headers.update(secret.get("headers") or {})
         method = options.get("method") or "POST"

@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from jinja2 import TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from zhongshu import errors
 from zhongshu.db.message_task_store import MessageTaskStore
@@ -39,6 +38,7 @@ from zhongshu.services.executor import EmbeddedExecutor, PermanentFailure, TaskC
 from zhongshu.services.identity import Principal
 from zhongshu.services.schedules import make_trigger, next_fire_at, owner_principal
 from zhongshu.services.secrets import SecretBox, mask
+from zhongshu.services.templates import TemplateFailed, TemplateRenderer, check_syntax
 
 log = logging.getLogger("zhongshu.message_tasks")
 
@@ -49,12 +49,10 @@ ENABLED, DISABLED = 1, 0
 # by the URL, else {"title", "content"}); 1 = a raw webhook (the rendering is the body).
 MESSAGE, WEBHOOK = 0, 1
 MAX_TEMPLATE_CHARS = 64 * 1024
-MAX_RENDERED_CHARS = 1024 * 1024
 MAX_SOURCES = 200
 DUE_BATCH = 500
 # Remote answers that will not change on a retry.
 _PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 413, 422}
-_ENV = SandboxedEnvironment(autoescape=False)
 
 
 def _tz(name: str) -> ZoneInfo:
@@ -104,14 +102,6 @@ def render_context(mt: Row, feed: Row, articles: Sequence[Row], tz: ZoneInfo, no
     }
 
 
-def render(template: str, context: Row) -> str:
-    """Render in Jinja2's sandbox (no attribute tricks, bounded ranges)."""
-    text = _ENV.from_string(template).render(context)
-    if len(text) > MAX_RENDERED_CHARS:
-        raise PermanentFailure(f"the rendered message is over {MAX_RENDERED_CHARS} characters")
-    return text
-
-
 def request_body(message_type: int, url: str, title: str, text: str) -> tuple[bytes, str]:
     """The POST body and its content type for a rendering."""
     if message_type == WEBHOOK:
@@ -151,6 +141,7 @@ class MessageTaskService:
         executor: EmbeddedExecutor,
         bus: EventBus,
         secrets: SecretBox,
+        templates: TemplateRenderer,
         *,
         default_timezone: str = "UTC",
         max_attempts: int = 5,
@@ -160,6 +151,7 @@ class MessageTaskService:
         self.executor = executor
         self.bus = bus
         self.secrets = secrets
+        self.templates = templates
         self.default_timezone = default_timezone
         self.max_attempts = max_attempts
         self.timeout_s = timeout_s
@@ -185,7 +177,7 @@ class MessageTaskService:
             if len(tpl) > MAX_TEMPLATE_CHARS:
                 raise errors.InvalidInput(f"message_template: at most {MAX_TEMPLATE_CHARS} chars")
             try:
-                _ENV.parse(tpl)
+                check_syntax(tpl)
             except TemplateError as exc:
                 raise errors.InvalidInput(f"message_template: {exc}") from exc
         if "web_hook_url" in out:
@@ -511,8 +503,13 @@ class MessageTaskService:
                 feed = feeds.get(source_id, {"id": source_id, "name": ""})
                 arts = per_feed[source_id]
                 try:
-                    text = render(mt["message_template"], render_context(mt, feed, arts, tz, now))
-                except TemplateError as exc:
+                    # Templates may change their own lists, as they always could (mutable).
+                    text = await self.templates.render(
+                        mt["message_template"],
+                        render_context(mt, feed, arts, tz, now),
+                        mutable=True,
+                    )
+                except TemplateFailed as exc:
                     raise PermanentFailure(f"message_template: {exc}") from exc
                 title = f"{feed.get('name') or source_id}: {len(arts)} new"
                 body, ctype = request_body(mt["message_type"], mt["web_hook_url"], title, text)
