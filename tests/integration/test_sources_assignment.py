@@ -19,6 +19,7 @@ from zhongshu import testing
 from zhongshu.db.schema import events, sources
 from zhongshu.services.events import Event
 from zhongshu.services.identity import SYSTEM, Principal
+from zhongshu.services.sources import assigned_event
 from zhongshu.testing import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -153,6 +154,21 @@ async def test_inactive_or_replatformed_sources_leave_their_node(hub: Any) -> No
     assert row["assigned_node_id"] == a["id"]
     row = await hub.sources.update(s["id"], {"platform": "weibo"}, OWNER)
     assert row["assigned_node_id"] is None  # a does not serve weibo
+
+
+async def test_a_round_that_read_the_old_platform_cannot_assign_the_new_one(hub: Any) -> None:
+    """The loop reads pending sources, then picks nodes: a platform changed in between
+    must not land the source on a node that does not serve the new platform."""
+    a = await add_node(hub, ["demo"])
+    (s,) = await add_sources(hub, 1)
+    await hub.sources.update(s["id"], {"status": "inactive"}, OWNER)
+    stale = (await hub.sources.get(s["id"]))["platform"]  # what a round read: "demo"
+    await hub.sources.update(s["id"], {"platform": "weibo", "status": "active"}, OWNER)
+    outcome, row = await hub.sources.store.assign(
+        s["id"], stale, a["id"], time.time(), assigned_event
+    )
+    assert (outcome, row) == ("taken", None)
+    assert (await hub.sources.get(s["id"]))["assigned_node_id"] is None
 
 
 def _check_history(rows: list[Row], max_of: dict[str, int]) -> None:

@@ -111,9 +111,16 @@ class SourceStore:
         return await self.db.run_read(all_rows, stmt.order_by(sources.c.created_at, sources.c.id))
 
     async def assign(
-        self, source_id: str, node_id: str, now: float, make_event: Callable[[Row], Event]
+        self,
+        source_id: str,
+        platform: str,
+        node_id: str,
+        now: float,
+        make_event: Callable[[Row], Event],
     ) -> tuple[AssignOutcome, Row | None]:
-        return await self.db.run_write(_assign, source_id, node_id, now, make_event)
+        """Give the source to the node if it is still unassigned, active and on
+        ``platform`` (the one the node was chosen for), and the node has room."""
+        return await self.db.run_write(_assign, source_id, platform, node_id, now, make_event)
 
     async def revoke_stray(
         self, now: float, make_event: Callable[[Row, str], Event], source_ids: Sequence[str] = ()
@@ -188,6 +195,7 @@ def _delete(conn: Connection, source_id: str, ev: Event) -> Row | None:
 def _assign(
     conn: Connection,
     source_id: str,
+    platform: str,
     node_id: str,
     now: float,
     make_event: Callable[[Row], Event],
@@ -214,6 +222,9 @@ def _assign(
             sources.c.id == source_id,
             sources.c.assigned_node_id.is_(None),
             sources.c.status == "active",
+            # Read before the node was chosen: a platform changed since then needs
+            # another node (the next round picks one).
+            sources.c.platform == platform,
         )
         .values(assigned_node_id=node_id, assigned_at=now, updated_at=now)
         .returning(*sources.c),

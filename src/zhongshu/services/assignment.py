@@ -82,7 +82,7 @@ class AssignmentService:
             )
             for n in candidates:
                 outcome, row = await self.store.assign(
-                    s["id"], n["id"], time.time(), assigned_event
+                    s["id"], s["platform"], n["id"], time.time(), assigned_event
                 )
                 if outcome == "assigned" and row is not None:
                     load[n["id"]] = load.get(n["id"], 0) + 1
@@ -90,7 +90,7 @@ class AssignmentService:
                     done.append(row)
                     break
                 if outcome == "taken":
-                    break  # another process (or call) assigned it meanwhile
+                    break  # assigned, deactivated or re-platformed meanwhile
                 if outcome == "full":
                     load[n["id"]] = int(n["max_accounts"])
                 else:  # node_unavailable: it left meanwhile
