@@ -195,6 +195,8 @@ class Settings(BaseSettings):
     # process: past this time or address space a render fails alone (services/templates.py).
     template_timeout_s: float = Field(2.0, gt=0, le=60)
     template_memory_mb: int = Field(512, ge=128)
+    # Backups (docs/backup.md): keep only the newest N after each new one (unset: all).
+    backup_keep: int | None = Field(None, ge=1)
     # Longest accepted title + content (characters); longer submissions are refused.
     messages_max_content_chars: int = Field(64 * 1024, gt=0)
     # Notification routing: how often due digests are flushed; system alerts for admins.

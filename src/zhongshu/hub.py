@@ -390,7 +390,13 @@ class Hub:
                 interval_s=settings.im_retention_interval_s,
             ),
             # backups
-            backups=BackupService(BackupStore(db), events, bus, settings.data_dir / "backups"),
+            backups=BackupService(
+                BackupStore(db),
+                events,
+                bus,
+                settings.data_dir / "backups",
+                keep=settings.backup_keep,
+            ),
             runtime=runtime,
             templates=templates,
             redis=redis_client,

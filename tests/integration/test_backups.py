@@ -270,6 +270,15 @@ async def test_restore_round_trip_through_the_cli(
             await testing.drop_pg_database(target_url)
 
 
+async def test_only_the_newest_backups_are_kept_when_asked(hub: Any) -> None:
+    deleted: list[str] = []
+    hub.bus.listen("backup.deleted", lambda ev: deleted.append(ev.subject_id))
+    hub.backups.keep = 2
+    made = [(await hub.backups.create()).name for _ in range(4)]
+    assert [b.name for b in hub.backups.list()] == made[:1:-1]  # the two newest, newest first
+    assert sorted(deleted) == sorted(made[:2])  # recorded like any deletion (audit log)
+
+
 async def test_restore_refuses_a_database_a_hub_is_running_on(
     hub: Any, client: httpx.AsyncClient, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:

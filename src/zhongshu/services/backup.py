@@ -22,6 +22,7 @@ written to the events table; the audit log records them from the bus.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -72,13 +73,24 @@ class BackupService:
         Publishes ``backup.*`` / ``restore.*`` (the audit log listens).
     backup_dir:
         ``<data_dir>/backups``; created (mode 0700) on the first backup.
+    keep:
+        After each new backup, only the newest ``keep`` are kept (None: all of them).
     """
 
-    def __init__(self, store: BackupStore, events: EventStore, bus: EventBus, backup_dir: Path):
+    def __init__(
+        self,
+        store: BackupStore,
+        events: EventStore,
+        bus: EventBus,
+        backup_dir: Path,
+        *,
+        keep: int | None = None,
+    ):
         self.store = store
         self.events = events
         self.bus = bus
         self.backup_dir = backup_dir
+        self.keep = keep
 
     async def create(self, actor: Principal = SYSTEM, format: Format | None = None) -> BackupInfo:
         """Write a consistent backup of the whole database now.
@@ -130,7 +142,16 @@ class BackupService:
                 {"format": info.format, "dialect": info.dialect, "size_bytes": info.size_bytes},
             )
         )
+        await self._rotate(actor)
         return info
+
+    async def _rotate(self, actor: Principal) -> None:
+        """Delete all but the newest ``keep`` backups (the one just made is the newest)."""
+        if not self.keep:
+            return
+        for old in self.list()[self.keep :]:
+            with contextlib.suppress(errors.BackupNotFound, FileNotFoundError):
+                await self.delete(old.name, actor)
 
     def list(self) -> list[BackupInfo]:
         """Every backup in the directory, newest first."""
