@@ -276,7 +276,7 @@ async def _wait_ready(client: httpx.AsyncClient, task_id: str) -> None:
         t = await get_task(client, task_id)
         return t["status"] == "failed" and ts(t["run_at"]) <= time.time()
 
-    await wait_until(ready, timeout_s=5)
+    await wait_until(ready, timeout_s=10)
 
 
 async def test_unknown_task_is_404(client: httpx.AsyncClient) -> None:

@@ -80,13 +80,13 @@ async def test_a_burst_of_twenty_comments_becomes_one_message(routing_settings: 
                 )
                 return got.json()["pending"] == 20
 
-            await wait_for(pending, timeout_s=5)
+            await wait_for(pending, timeout_s=10)
 
             async def one_message() -> list[Any]:
                 return rec.at("/n")
 
             hits = await wait_for(one_message, timeout_s=10)
-            await wait_for(lambda: _count_zero(client, rule["id"], alice.headers), timeout_s=5)
+            await wait_for(lambda: _count_zero(client, rule["id"], alice.headers), timeout_s=10)
             await asyncio.sleep(0.3)
             assert len(rec.at("/n")) == 1
             sent = hits[0].json()
@@ -123,7 +123,7 @@ async def test_digest_entries_wait_in_the_database_during_quiet_hours(
             assert r.status_code == 201, r.text
             rule = r.json()
             hub.bus.publish([Event("node.offline", "node", "n-1", "system", {"name": "box-1"})])
-            await wait_for(lambda: _pending_is(client, rule["id"], 1), timeout_s=5)
+            await wait_for(lambda: _pending_is(client, rule["id"], 1), timeout_s=10)
             await hub.routing.flush_due()
             assert rec.at("/q") == []  # held: it is quiet time
             entries = await hub.routing.store.entries(rule["id"])
@@ -203,7 +203,7 @@ async def test_system_alerts_are_rate_limited_and_routed_to_admins(routing_setti
             # A burst of node.offline events: one alert per node, not one per event.
             for _ in range(3):
                 hub.bus.publish([Event("node.offline", "node", "n-7", "system", {"name": "n7"})])
-            await wait_for(lambda: _alerts_for(hub, "node_offline:n-7"), timeout_s=5)
+            await wait_for(lambda: _alerts_for(hub, "node_offline:n-7"), timeout_s=10)
             assert hub.alerts.suppressed["node_offline:n-7"] == 2
 
 
@@ -325,7 +325,7 @@ async def test_a_batch_left_by_a_dead_hub_is_sent_once_by_another(routing_settin
             admin_id = (await client.get("/api/v1/me")).json()["id"]
             for n in range(3):
                 hub.bus.publish([_comment_event(f"orphan-{n}", admin_id, n)])
-            await wait_for(lambda: _pending(hub, rule["id"], 3), timeout_s=5)
+            await wait_for(lambda: _pending(hub, rule["id"], 3), timeout_s=10)
             # A hub claims the due batch and dies before sending it.
             later = time.time() + 3601
             claimed = await hub.routing.store.claim(rule["id"], "deadhub0batch", later, 0.0)

@@ -172,7 +172,7 @@ async def test_delayed_task_is_not_leased_before_its_time(client: httpx.AsyncCli
     t = await submit(client, delay_s=0.6)
     run_at = ts(t["run_at"])
     assert await agent.lease() == []
-    leases = await wait_until(agent.lease, timeout_s=5)
+    leases = await wait_until(agent.lease, timeout_s=10)
     assert time.time() >= run_at
     assert leases[0]["id"] == t["id"]
     history = (await get_task(client, t["id"]))["attempts_history"]

@@ -53,7 +53,7 @@ async def test_failed_attempts_back_off_growing_up_to_the_cap_then_die(
     t = await submit(client, max_attempts=4)
     delays: list[float] = []
     for attempt in range(1, 5):
-        (lease,) = await wait_until(agent.lease, timeout_s=5)
+        (lease,) = await wait_until(agent.lease, timeout_s=10)
         assert (lease["attempt"], lease["lease_token"]) == (attempt, attempt)
         ack = await agent.result(lease, "failed", error=f"boom {attempt}")
         assert ack["accepted"], ack
@@ -146,7 +146,7 @@ async def test_silent_node_loses_its_lease_to_a_live_node_and_only_one_result_co
     assert nodes[live.id]["status"] == "online"
     assert await _status(client, other["id"]) == "leased"
 
-    (new,) = await wait_until(live.lease, timeout_s=5)
+    (new,) = await wait_until(live.lease, timeout_s=10)
     assert new["id"] == t["id"]
     assert new["lease_token"] > old["lease_token"]
 
@@ -197,7 +197,7 @@ async def test_task_over_its_timeout_goes_back_to_the_queue(no_grace: httpx.Asyn
     async def expired() -> bool:
         return await _status(client, t["id"]) == "failed"
 
-    await wait_until(expired, timeout_s=5)
+    await wait_until(expired, timeout_s=10)
     assert time.time() - leased_at >= 0.3
     got = await get_task(client, t["id"])
     (attempt,) = got["attempts_history"]
@@ -207,7 +207,7 @@ async def test_task_over_its_timeout_goes_back_to_the_queue(no_grace: httpx.Asyn
 
     assert (await agent.result(lease))["accepted"] is False
     assert (await agent.heartbeat([lease]))["revoke"] == [t["id"]]
-    (again,) = await wait_until(agent.lease, timeout_s=5)
+    (again,) = await wait_until(agent.lease, timeout_s=10)
     assert (again["id"], again["attempt"], again["lease_token"]) == (t["id"], 2, 2)
     assert (await agent.result(again))["accepted"]
     assert await _status(client, t["id"]) == "succeeded"

@@ -45,7 +45,7 @@ async def test_callback_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any) -
     bus = EventBus()
     sender = CallbackSender(hub.tasks.store, bus, "whsec_" + "A" * 44, poll_s=5)
     runner = asyncio.create_task(sender.run())
-    await wait_until(lambda: _waiting(runner), timeout_s=5)
+    await wait_until(lambda: _waiting(runner), timeout_s=10)
     bus.publish([Event("task.succeeded", "task", "t1")])
     await asyncio.sleep(0)
     runner.cancel()
@@ -53,7 +53,7 @@ async def test_callback_loop_ends_when_cancelled_just_as_it_is_woken(hub: Any) -
 
 
 async def test_hub_stop_returns_when_a_task_event_just_woke_the_dispatcher(hub: Any) -> None:
-    await wait_until(lambda: _waiting(_loop_task("zhongshu-dispatcher")), timeout_s=5)
+    await wait_until(lambda: _waiting(_loop_task("zhongshu-dispatcher")), timeout_s=10)
     hub.dispatcher.wake()
     await asyncio.sleep(0)
     stopping = asyncio.ensure_future(hub.stop())

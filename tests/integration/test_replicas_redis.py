@@ -214,8 +214,8 @@ async def test_failed_logins_spread_over_replicas_lock_the_username_on_both(
                     return True
                 return False
 
-            await wait_until(lambda: locked_on(hub_a), timeout_s=5)
-            await wait_until(lambda: locked_on(hub_b), timeout_s=5)
+            await wait_until(lambda: locked_on(hub_a), timeout_s=10)
+            await wait_until(lambda: locked_on(hub_b), timeout_s=10)
             for client in (api_a, api_b):
                 r = await client.post(
                     "/api/v1/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]}

@@ -111,7 +111,7 @@ async def test_offline_node_sources_go_to_another_capable_node(hub: Any) -> None
     await go_offline(hub, a["id"])
     # The loop wakes on node.offline too: whichever round runs first does the work.
     await hub.assignment.reconcile()
-    await wait_until(lambda: _all_on(hub, b["id"]), timeout_s=5)
+    await wait_until(lambda: _all_on(hub, b["id"]), timeout_s=10)
     kinds = [(e.type, e.data["node_id"]) for e in seen if e.type.startswith("source.")]
     assert kinds[:3] == [("source.revoked", a["id"])] * 3
     assert kinds[3:] == [("source.assigned", b["id"])] * 3
@@ -135,7 +135,7 @@ async def test_the_loop_reacts_to_node_events(settings: Any) -> None:
         )
         b = await add_node(hub, ["demo"])
         await go_offline(hub, a["id"])
-        await wait_until(lambda: _all_on(hub, b["id"]), timeout_s=5)
+        await wait_until(lambda: _all_on(hub, b["id"]), timeout_s=10)
 
 
 async def _all_on(hub: Any, node_id: str) -> bool:

@@ -84,7 +84,7 @@ class Client:
     def of(self, event: str) -> list[Any]:
         return [d for e, d in self.got if e == event]
 
-    async def wait(self, event: str, n: int = 1, timeout_s: float = 5) -> list[Any]:
+    async def wait(self, event: str, n: int = 1, timeout_s: float = 10) -> list[Any]:
         await wait_until(lambda: len(self.of(event)) >= n, timeout_s=timeout_s)
         return self.of(event)
 
