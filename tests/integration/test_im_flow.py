@@ -120,6 +120,15 @@ async def test_documented_flow_over_socketio(
     )
     with pytest.raises(socketio.exceptions.ConnectionError):
         await App().connect(served.url, {"token": "not-a-jwt"})
+    # A key that may only push does not read events either.
+    r = await api.post(
+        "/api/v1/api-keys", json={"name": "pusher", "scopes": ["push"]}, headers=alice.headers
+    )
+    push_only = r.json()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await App().connect(
+            served.url, {"key": push_only["access_key"], "secret": push_only["secret_key"]}
+        )
 
     worker = Worker(served.url, node["credentials"])
     await worker.connect()

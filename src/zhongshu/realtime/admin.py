@@ -43,7 +43,9 @@ def user_room(user_id: str) -> str:
 
 
 async def authenticate(hub: Hub, environ: dict[str, Any], auth: Any) -> Principal:
-    """The user behind a ``/admin`` connection (token, user API key, or header)."""
+    """The user behind a ``/admin`` or ``/client`` connection (token, user API key with the
+    ``read`` scope, or an Authorization header). Failed tokens count against the IP, as
+    failed keys do (``api_keys.authenticate``)."""
     ip = _client_ip(environ)
     token: str | None = None
     pair: str | None = None
@@ -75,7 +77,7 @@ async def authenticate(hub: Hub, environ: dict[str, Any], auth: Any) -> Principa
             "send auth={token} (an access token) or auth={key, secret} (a user API key)"
         )
     if p.kind != "user":
-        raise errors.Forbidden("/admin is for users")
+        raise errors.Forbidden("only users connect here, not nodes")
     return p
 
 

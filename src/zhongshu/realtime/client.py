@@ -2,7 +2,8 @@
 ``/client`` and ``/admin``.
 
 ``/client`` authenticates a user at connect — ``auth={"token": <JWT>}``, ``auth={"key":
-"WK…", "secret": "SK…"}``, or the same ``Authorization`` header as the REST API — and
+"WK…", "secret": "SK…"}`` (a key with the ``read`` scope), or the same ``Authorization``
+header as the REST API; bad tokens count against the caller's IP — and
 puts the connection in the room ``user:<id>``. Events about a source go only to the room
 of the source's owner, so a user receives only their own sources' events:
 
@@ -26,32 +27,10 @@ from zhongshu import errors
 from zhongshu.hub import Hub
 from zhongshu.realtime import admin
 from zhongshu.realtime.worker import WorkerConnections
-from zhongshu.services import identity
 from zhongshu.services.events import Event
-from zhongshu.services.identity import Principal
 
 log = logging.getLogger("zhongshu.realtime.client")
 NS = "/client"
-
-
-async def _principal(hub: Hub, environ: dict[str, Any], auth: Any) -> Principal:
-    ip = str(((environ.get("asgi.scope") or {}).get("client") or ("",))[0])
-    if isinstance(auth, dict) and auth.get("token"):
-        return await hub.identity.principal_from_token(str(auth["token"]))
-    if isinstance(auth, dict) and auth.get("key") and auth.get("secret"):
-        value = f"{auth['key']}:{auth['secret']}"
-    else:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, value = header.partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value:
-            return await hub.identity.principal_from_token(value)
-        if scheme.upper() != "AK-SK" or not value:
-            raise errors.AuthenticationFailed(
-                "send auth={token} (a JWT) or auth={key, secret} (a user API key)"
-            )
-    key, secret = identity.parse_key_pair(value, "WK", "SK")
-    return await hub.api_keys.authenticate(key, secret, ip)
 
 
 def notification_public(data: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +54,10 @@ def install(sio: socketio.AsyncServer, hub: Hub, conns: WorkerConnections) -> No
     @sio.on("connect", namespace=NS)
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
-            p = await _principal(hub, environ, auth)
+            # The same callers, limits and scope rule as /admin (and as the REST API).
+            p = await admin.authenticate(hub, environ, auth)
         except errors.ZhongshuError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
-        if p.kind != "user":
-            raise socketio.exceptions.ConnectionRefusedError("/client is for users")
         await sio.save_session(sid, {"user_id": p.id, "role": p.role}, namespace=NS)
         await sio.enter_room(sid, admin.user_room(p.id), namespace=NS)
 
