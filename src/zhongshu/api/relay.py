@@ -10,7 +10,7 @@ are public, as in the seed — see docs/relay.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
@@ -43,9 +43,9 @@ class RelayRoute(APIRoute):
     """Answers every refusal in the seed's shape; writes are refused at once (401) while
     the relay is disabled, before any key is looked at."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
-        is_write = "POST" in self.methods
+        is_write = "POST" in (self.methods or ())
 
         async def route(request: Request) -> Response:
             if is_write and not hub_of(request).settings.relay_enabled:
