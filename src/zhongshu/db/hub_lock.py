@@ -14,6 +14,7 @@ what is being replaced (or into the file that was swapped out). So each hub hold
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -59,10 +60,11 @@ class HubLock:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             fn = "pg_advisory_unlock_shared" if self._shared else "pg_advisory_unlock"
-            try:
+            # A connection that broke (PostgreSQL restarted) took the lock with it.
+            with contextlib.suppress(Exception):
                 await conn.execute(text(f"SELECT {fn}(:k)"), {"k": _PG_KEY})
                 await conn.commit()
-            finally:
+            with contextlib.suppress(Exception):
                 await conn.close()
 
     def _lock_file(self, exclusive: bool) -> None:
