@@ -62,8 +62,8 @@ def fsync_path(path: Path) -> None:
 
 
 def sqlite_file(url: str) -> Path:
-    """The database file of a SQLite URL."""
-    return Path(url.split(":///", 1)[1])
+    """The database file of a SQLite URL (its query string, if any, left out)."""
+    return Path(url.split(":///", 1)[1].split("?", 1)[0])
 
 
 def _revision(sync_conn: Connection) -> str | None:

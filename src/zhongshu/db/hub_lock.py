@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zhongshu.db.backup_store import sqlite_file
 from zhongshu.db.engine import Database
 
 # Any stable 64-bit number: the key of "this database is in use by zhongshu".
@@ -97,8 +98,7 @@ class HubLock:
 
 def lock_path(url: str) -> Path | None:
     """The lock file of a SQLite URL (None for an in-memory database)."""
-    _, _, rest = url.partition(":///")
-    database = rest.split("?", 1)[0]
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
+    database = str(sqlite_file(url))
+    if database in ("", ".", ":memory:") or database.startswith("file::memory:"):
         return None
     return Path(database + ".hub-lock")
