@@ -74,3 +74,12 @@ async def test_errors_name_what_went_wrong(renderer: TemplateRenderer) -> None:
     assert (
         await renderer.render("{{ xs.append(1) or '' }}{{ xs }}", {"xs": []}, mutable=True) == "[1]"
     )
+
+
+async def test_a_child_killed_between_renders_is_replaced(renderer: TemplateRenderer) -> None:
+    assert await renderer.render("{{ 1 }}", {}) == "1"
+    child = renderer._proc
+    assert child is not None
+    child.kill()
+    child.join(5)
+    assert await renderer.render("{{ 2 }}", {}) == "2"

@@ -69,9 +69,16 @@ class TemplateRenderer:
         ``mutable`` allows in-place changes of lists and dicts inside the template
         (``{{ items.append(x) }}``), which message-task templates have always allowed.
         """
+        request = (source, context, mutable, self.max_chars)
         async with self._lock:
             conn = await self._child()
-            conn.send((source, context, mutable, self.max_chars))
+            try:
+                conn.send(request)
+            except (BrokenPipeError, ConnectionResetError):
+                # The child died between renders (killed from outside): a fresh one.
+                await self._kill("found dead")
+                conn = await self._child()
+                conn.send(request)
             answered = await asyncio.to_thread(conn.poll, self.timeout_s)
             if not answered:
                 await self._kill("timed out")
